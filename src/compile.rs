@@ -1,0 +1,170 @@
+//! The `compile` pipeline: dataset -> examples -> embeddings -> HNSW -> artifact.
+//!
+//! A short orchestration of the stages in `dataset`, `transcript`, `embed_cache`, `index` and
+//! `artifact`; it owns the order of those steps and the summary it reports, nothing else.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::artifact::{self, Artifact, DatasetInfo, Heldout, Manifest, Settings};
+use crate::config::Config;
+use crate::dataset;
+use crate::embed::{hex, Embedder};
+use crate::embed_cache::{embed_with_cache, EmbedCache};
+use crate::index::Index;
+use crate::transcript;
+
+/// What a compile did, as printed by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The artifact written.
+    pub artifact: PathBuf,
+    /// Conversations in the dataset.
+    pub conversations: usize,
+    /// Examples in the index.
+    pub examples: usize,
+    /// Vector dimensions.
+    pub dims: usize,
+    /// Texts embedded in this run.
+    pub embedded: usize,
+    /// Examples whose vector came from the cache (or from an identical text in this run).
+    pub cached: usize,
+    /// Duplicate examples dropped.
+    pub duplicates_dropped: usize,
+    /// Conversations held out for eval.
+    pub heldout_conversations: usize,
+    /// Wall time of the whole compile.
+    pub seconds: f64,
+}
+
+/// Compiles `dataset_path` into an artifact at `output`.
+pub fn run(
+    config: &Config,
+    dataset_path: &Path,
+    output: &Path,
+    embedder: &mut dyn Embedder,
+    cache: &mut EmbedCache,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let bytes = std::fs::read(dataset_path).with_context(|| {
+        format!(
+            "reading the dataset `{}`; check the path",
+            dataset_path.display()
+        )
+    })?;
+    let conversations = dataset::parse(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the dataset `{}` is invalid at {}: {}; nothing was written",
+            dataset_path.display(),
+            e.place,
+            e.problem
+        )
+    })?;
+    check_output_dir(output)?;
+
+    let heldout: Vec<usize> = (0..conversations.len())
+        .filter(|&i| dataset::is_held_out(&conversations[i], config.compile.holdout))
+        .collect();
+    let window = config.retrieval.context_messages;
+    let (all_examples, duplicates) = dataset::examples(&conversations, window);
+    let examples: Vec<dataset::Example> = all_examples
+        .into_iter()
+        .filter(|e| heldout.binary_search(&(e.conversation as usize)).is_err())
+        .collect();
+    if duplicates > 0 {
+        eprintln!("warning: dropped {duplicates} duplicate example(s) (same preceding messages and same reply)");
+    }
+    let texts: Vec<String> = examples
+        .iter()
+        .map(|e| {
+            let c = &conversations[e.conversation as usize];
+            transcript::embedding_text(&c.messages[..e.turn as usize], window)
+        })
+        .collect();
+
+    let bar = progress_bar(texts.len() as u64, "embedding");
+    let (vectors, embedded) = embed_with_cache(
+        embedder,
+        cache,
+        &texts,
+        config.embedding.batch_size,
+        &mut |done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    cache.flush()?;
+
+    let index = Index::build(&vectors, config.index)
+        .with_context(|| format!("indexing the dataset `{}`", dataset_path.display()))?;
+    let info = embedder.info().clone();
+    let manifest = Manifest {
+        persona_version: env!("CARGO_PKG_VERSION").into(),
+        format_version: artifact::FORMAT_VERSION,
+        created_at: jiff::Timestamp::now().to_string(),
+        embedding: info.clone(),
+        dataset: DatasetInfo {
+            path: dataset_path.display().to_string(),
+            sha256: hex(&Sha256::digest(&bytes)),
+            conversations: conversations.len(),
+            messages: conversations.iter().map(|c| c.messages.len()).sum(),
+        },
+        examples: examples.len(),
+        duplicates_dropped: duplicates,
+        hnsw: config.index,
+        heldout: Heldout {
+            fraction: config.compile.holdout,
+            conversations: heldout.clone(),
+        },
+    };
+    let compiled = Artifact {
+        manifest,
+        settings: Settings {
+            creator: config.creator.clone(),
+            signature: config.signature.clone(),
+            retrieval: config.retrieval,
+        },
+        conversations,
+        examples,
+        vectors,
+        index: index.to_bytes()?,
+    };
+    artifact::write(output, &compiled)?;
+    Ok(Summary {
+        artifact: output.to_path_buf(),
+        conversations: compiled.conversations.len(),
+        examples: compiled.examples.len(),
+        dims: info.dims,
+        embedded,
+        cached: compiled.examples.len() - embedded,
+        duplicates_dropped: duplicates,
+        heldout_conversations: heldout.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn check_output_dir(output: &Path) -> Result<()> {
+    match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => anyhow::bail!(
+            "the output directory `{}` does not exist; create it (mkdir -p {}) or choose another path with -o",
+            dir.display(),
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A progress bar on stderr that hides itself when stderr is not a terminal.
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}

@@ -1,0 +1,324 @@
+//! Configuration: defaults < `persona.toml` < environment < flags, resolved once into [`Config`].
+//!
+//! Owns the file format of `persona.toml` (unknown keys are errors, with line and column), the
+//! environment variables persona reads, LLM presets and validation of every value. Everything
+//! else takes a `&Config`. The command-line types live in `cli.rs`; this module only sees the
+//! already-parsed values in [`Overrides`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::index::HnswParams;
+use crate::signature::Signature;
+
+/// The file looked for in the working directory when no `--config` is given.
+pub const DEFAULT_FILE: &str = "persona.toml";
+
+/// The creator the persona speaks as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Creator {
+    /// The creator's name, used in the instructions.
+    pub name: String,
+    /// IANA timezone of the creator, for the context stage.
+    pub timezone: String,
+}
+
+impl Default for Creator {
+    fn default() -> Self {
+        Creator {
+            name: "the creator".into(),
+            timezone: "UTC".into(),
+        }
+    }
+}
+
+/// Retrieval settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retrieval {
+    /// Number of demos per answer.
+    pub k: usize,
+    /// Messages of context embedded per example and per query.
+    pub context_messages: usize,
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Retrieval {
+            k: 3,
+            context_messages: 4,
+        }
+    }
+}
+
+/// How the embedding model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Embedding {
+    /// Texts per model call.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads; 0 means one per core.
+    pub threads: usize,
+}
+
+impl Default for Embedding {
+    fn default() -> Self {
+        Embedding {
+            batch_size: 32,
+            threads: 0,
+        }
+    }
+}
+
+impl Embedding {
+    /// The thread count to use, with 0 resolved to the number of cores.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        }
+    }
+}
+
+/// Settings of the compile step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compile {
+    /// Share of conversations held out for eval, in [0, 1).
+    pub holdout: f64,
+}
+
+impl Default for Compile {
+    fn default() -> Self {
+        Compile { holdout: 0.2 }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The creator.
+    pub creator: Creator,
+    /// The signature template.
+    pub signature: Signature,
+    /// Retrieval settings.
+    pub retrieval: Retrieval,
+    /// Embedding settings.
+    pub embedding: Embedding,
+    /// HNSW parameters.
+    pub index: HnswParams,
+    /// Compile settings.
+    pub compile: Compile,
+    /// The file the configuration came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// The layout of `persona.toml`; every section optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    creator: Option<Creator>,
+    signature: Option<Signature>,
+    #[serde(default)]
+    retrieval: Retrieval,
+    #[serde(default)]
+    embedding: Embedding,
+    #[serde(default)]
+    index: Option<IndexFile>,
+    #[serde(default)]
+    compile: Compile,
+    /// Read by the LLM settings; accepted here so one file serves every command.
+    #[allow(dead_code)]
+    #[serde(default)]
+    llm: Option<toml::Value>,
+    /// Read by the filter settings.
+    #[allow(dead_code)]
+    #[serde(default)]
+    filter: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexFile {
+    m: Option<usize>,
+    ef_construction: Option<usize>,
+    ef_search: Option<usize>,
+}
+
+/// Values given on the command line, which win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--k`.
+    pub k: Option<usize>,
+    /// `--holdout`.
+    pub holdout: Option<f64>,
+    /// `--threads`.
+    pub threads: Option<usize>,
+}
+
+impl Config {
+    /// Resolves defaults < file < environment < flags and validates the result.
+    pub fn resolve(overrides: &Overrides) -> Result<Config> {
+        let path = overrides
+            .config
+            .clone()
+            .or_else(|| env("PERSONA_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                Path::new(DEFAULT_FILE)
+                    .exists()
+                    .then(|| PathBuf::from(DEFAULT_FILE))
+            });
+        let (file, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("reading the configuration `{}`; check the path given to --config or PERSONA_CONFIG", path.display())
+                })?;
+                (
+                    parse_file(&text)
+                        .with_context(|| format!("in the configuration `{}`", path.display()))?,
+                    Some(path),
+                )
+            }
+            None => (FileConfig::default(), None),
+        };
+        let mut config = Config::from_file(file, source);
+        if let Some(tz) = env("PERSONA_TIMEZONE") {
+            config.creator.timezone = tz;
+        }
+        if let Some(threads) = env("PERSONA_EMBED_THREADS") {
+            config.embedding.threads = threads.parse().with_context(|| {
+                format!("PERSONA_EMBED_THREADS must be a whole number, got `{threads}`")
+            })?;
+        }
+        if let Some(k) = overrides.k {
+            config.retrieval.k = k;
+        }
+        if let Some(holdout) = overrides.holdout {
+            config.compile.holdout = holdout;
+        }
+        if let Some(threads) = overrides.threads {
+            config.embedding.threads = threads;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(file: FileConfig, source: Option<PathBuf>) -> Config {
+        let defaults = HnswParams::default();
+        let index = file.index.map_or(defaults, |i| HnswParams {
+            m: i.m.unwrap_or(defaults.m),
+            ef_construction: i.ef_construction.unwrap_or(defaults.ef_construction),
+            ef_search: i.ef_search.unwrap_or(defaults.ef_search),
+        });
+        Config {
+            creator: file.creator.unwrap_or_default(),
+            signature: file.signature.unwrap_or_default(),
+            retrieval: file.retrieval,
+            embedding: file.embedding,
+            index,
+            compile: file.compile,
+            source,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let place = self
+            .source
+            .as_ref()
+            .map_or("the defaults".to_string(), |p| format!("`{}`", p.display()));
+        if jiff::tz::TimeZone::get(&self.creator.timezone).is_err() {
+            bail!(
+                "unknown timezone `{}` in `creator.timezone` ({place}); use an IANA name such as \
+                 `America/New_York` or `Europe/Berlin`",
+                self.creator.timezone
+            );
+        }
+        if !(0.0..1.0).contains(&self.compile.holdout) {
+            bail!(
+                "`compile.holdout` must be at least 0 and below 1, got {} ({place})",
+                self.compile.holdout
+            );
+        }
+        if self.retrieval.k == 0 || self.retrieval.k > 32 {
+            bail!(
+                "`retrieval.k` must be between 1 and 32, got {} ({place})",
+                self.retrieval.k
+            );
+        }
+        if self.retrieval.context_messages == 0 {
+            bail!("`retrieval.context_messages` must be at least 1 ({place})");
+        }
+        if self.embedding.batch_size == 0 {
+            bail!("`embedding.batch_size` must be at least 1 ({place})");
+        }
+        if self.index.m == 0 || self.index.m > 255 {
+            bail!(
+                "`index.m` must be between 1 and 255, got {} ({place})",
+                self.index.m
+            );
+        }
+        self.signature
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} ({place})"))?;
+        Ok(())
+    }
+}
+
+fn parse_file(text: &str) -> Result<FileConfig> {
+    // toml's error text carries the line, the column and the offending key.
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A non-empty environment variable.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_errors() {
+        let file = parse_file(
+            "[creator]\nname = \"Wren\"\ntimezone = \"America/New_York\"\n[retrieval]\nk = 5\n[index]\nm = 24\n",
+        )
+        .unwrap();
+        let config = Config::from_file(file, None);
+        assert_eq!(config.creator.name, "Wren");
+        assert_eq!(config.retrieval.k, 5);
+        assert_eq!(
+            config.retrieval.context_messages,
+            Retrieval::default().context_messages
+        );
+        assert_eq!(config.index.m, 24);
+        assert_eq!(config.index.ef_search, HnswParams::default().ef_search);
+        config.validate().unwrap();
+
+        let err = parse_file("[retrieval]\nkk = 5\n").unwrap_err().to_string();
+        assert!(err.contains("kk") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_key() {
+        let cases = [
+            (
+                "[creator]\nname = \"x\"\ntimezone = \"Mars/Olympus\"\n",
+                "creator.timezone",
+            ),
+            ("[compile]\nholdout = 1.5\n", "compile.holdout"),
+            ("[retrieval]\nk = 0\n", "retrieval.k"),
+        ];
+        for (text, key) in cases {
+            let config = Config::from_file(parse_file(text).unwrap(), None);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}

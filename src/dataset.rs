@@ -1,0 +1,376 @@
+//! The training-data format: parsing, validation and the examples drawn from it.
+//!
+//! Owns the schema of `conversations.json` (the DSPy trainset shape plus optional `sent_at`, `fan`
+//! and `id`), every check on it, the expansion of each creator turn into an [`Example`], duplicate
+//! removal and the deterministic hold-out split. It does not read files: callers hand it bytes.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::transcript;
+
+/// The longest message accepted, in characters; longer ones are an input error.
+pub const MAX_MESSAGE_CHARS: usize = 4_000;
+
+/// One chat message, from the creator or from the fan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `true` when the creator wrote it.
+    pub from_creator: bool,
+    /// The text of the message.
+    pub content: String,
+    /// When it was sent, if the data says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+}
+
+/// What is known about a fan: free keys such as `name`, `location`, `interests`.
+pub type FanProfile = serde_json::Map<String, serde_json::Value>;
+
+/// One conversation of the training data, with the creator's reply appended as the last message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The `id` from the data, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The fan's profile, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan: Option<FanProfile>,
+    /// All messages, `output` included as the final creator message.
+    pub messages: Vec<Message>,
+}
+
+/// A creator turn used as a few-shot example: the messages before it are its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// Index of the conversation in the dataset.
+    pub conversation: u32,
+    /// Index of the creator's message in that conversation.
+    pub turn: u32,
+}
+
+/// A dataset problem, with the place it was found.
+#[derive(Debug, thiserror::Error)]
+#[error("{place}: {problem}")]
+pub struct DatasetError {
+    /// Where: a JSON path such as `[3].chat_history.messages[1].content`, or `line 4, column 2`.
+    pub place: String,
+    /// What is wrong and what to do.
+    pub problem: String,
+}
+
+#[derive(Deserialize)]
+struct RawConversation {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    fan: Option<FanProfile>,
+    chat_history: RawHistory,
+    output: String,
+    #[serde(default)]
+    output_sent_at: Option<Timestamp>,
+}
+
+#[derive(Deserialize)]
+struct RawHistory {
+    messages: Vec<Message>,
+}
+
+/// Parses and validates a dataset.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Conversation>, DatasetError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, col) = line_col(&bytes[..e.valid_up_to()]);
+        DatasetError {
+            place: format!("line {line}, column {col}"),
+            problem: "the file is not valid UTF-8; save it as UTF-8".into(),
+        }
+    })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DatasetError {
+        place: format!("line {}, column {}", e.line(), e.column()),
+        problem: format!("not valid JSON ({e}); fix the syntax there"),
+    })?;
+    if !value.is_array() {
+        return Err(DatasetError {
+            place: "top level".into(),
+            problem: format!(
+                "expected a JSON list of conversations, found {}; wrap the conversations in [ ... ]",
+                kind_of(&value)
+            ),
+        });
+    }
+    let raw: Vec<RawConversation> = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let problem = e.inner().to_string();
+        DatasetError {
+            place: json_path(&e.path().to_string()),
+            problem: format!(
+                "{problem}; each item needs `chat_history.messages` (a list of \
+                 {{\"from_creator\": bool, \"content\": string}}) and `output` (a string)"
+            ),
+        }
+    })?;
+    if raw.is_empty() {
+        return Err(DatasetError {
+            place: "top level".into(),
+            problem: "the list of conversations is empty; add at least one conversation".into(),
+        });
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, r)| validate(i, r))
+        .collect()
+}
+
+fn validate(index: usize, raw: RawConversation) -> Result<Conversation, DatasetError> {
+    let id = match raw.id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return Err(DatasetError {
+                place: format!("[{index}].id"),
+                problem: format!("expected a string or number, found {}", kind_of(&other)),
+            })
+        }
+    };
+    let mut messages = raw.chat_history.messages;
+    messages.push(Message {
+        from_creator: true,
+        content: raw.output,
+        sent_at: raw.output_sent_at,
+    });
+    let last = messages.len() - 1;
+    for (m, message) in messages.iter().enumerate() {
+        let place = if m == last {
+            format!("[{index}].output")
+        } else {
+            format!("[{index}].chat_history.messages[{m}].content")
+        };
+        if message.content.trim().is_empty() {
+            return Err(DatasetError {
+                place,
+                problem: "the message is empty; remove it or give it text".into(),
+            });
+        }
+        let chars = message.content.chars().count();
+        if chars > MAX_MESSAGE_CHARS {
+            return Err(DatasetError {
+                place,
+                problem: format!(
+                    "the message has {chars} characters, over the cap of {MAX_MESSAGE_CHARS}; \
+                     shorten or split it"
+                ),
+            });
+        }
+    }
+    Ok(Conversation {
+        id,
+        fan: raw.fan,
+        messages,
+    })
+}
+
+/// The examples of a dataset: every creator message that follows at least one message.
+///
+/// Returns the examples and the number of duplicates dropped (same inputs, same reply).
+pub fn examples(conversations: &[Conversation], window: usize) -> (Vec<Example>, usize) {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut duplicates = 0;
+    for (c, conversation) in conversations.iter().enumerate() {
+        for (t, message) in conversation.messages.iter().enumerate() {
+            if !message.from_creator || t == 0 {
+                continue;
+            }
+            let key = (
+                transcript::embedding_text(&conversation.messages[..t], window),
+                message.content.trim().to_string(),
+            );
+            if seen.insert(key) {
+                out.push(Example {
+                    conversation: c as u32,
+                    turn: t as u32,
+                });
+            } else {
+                duplicates += 1;
+            }
+        }
+    }
+    (out, duplicates)
+}
+
+/// A content hash of one conversation, independent of its position and formatting.
+pub fn conversation_hash(conversation: &Conversation) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for message in &conversation.messages {
+        hasher.update([u8::from(message.from_creator)]);
+        hasher.update((message.content.len() as u64).to_le_bytes());
+        hasher.update(message.content.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+/// Whether a conversation is held out for evaluation at this fraction.
+///
+/// The decision depends only on the conversation's content, so adding conversations never moves
+/// an existing one between the index and the held-out set.
+pub fn is_held_out(conversation: &Conversation, fraction: f64) -> bool {
+    let hash = conversation_hash(conversation);
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&hash[..8]);
+    let position = u64::from_be_bytes(head) as f64 / (u64::MAX as f64 + 1.0);
+    position < fraction
+}
+
+fn line_col(prefix: &[u8]) -> (usize, usize) {
+    let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = prefix
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&prefix[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+fn json_path(path: &str) -> String {
+    // serde_path_to_error prints `[3].chat_history.messages[1].content`; `.` alone means the root.
+    if path == "." || path.is_empty() {
+        "top level".into()
+    } else {
+        path.to_string()
+    }
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"[{"chat_history":{"messages":[
+        {"from_creator":false,"content":"hi"},
+        {"from_creator":true,"content":"hey you"},
+        {"from_creator":false,"content":"how are you"}]},
+      "output":"good, you?"}]"#;
+
+    #[test]
+    fn parses_and_rejects_a_table_of_inputs() {
+        // (case, input, Ok(conversations) or Err(substring of the place))
+        let long = format!(
+            r#"[{{"chat_history":{{"messages":[{{"from_creator":false,"content":"{}"}}]}},"output":"x"}}]"#,
+            "a".repeat(MAX_MESSAGE_CHARS + 1)
+        );
+        let cases: Vec<(&str, Vec<u8>, Result<usize, &str>)> = vec![
+            ("minimal", GOOD.into(), Ok(1)),
+            (
+                "optional keys and unknown keys",
+                br#"[{"id":7,"fan":{"name":"mike","age":30},"extra":1,"chat_history":{"messages":[
+                    {"from_creator":false,"content":"hi","sent_at":"2026-01-02T03:04:05Z","mood":"x"}]},
+                    "output":"hey"}]"#
+                    .to_vec(),
+                Ok(1),
+            ),
+            ("not json", b"hello".to_vec(), Err("line 1, column 1")),
+            ("truncated", GOOD[..40].into(), Err("line 2")),
+            ("object at top", br#"{"a":1}"#.to_vec(), Err("top level")),
+            ("empty list", b"[]".to_vec(), Err("top level")),
+            ("missing output", br#"[{"chat_history":{"messages":[]}}]"#.to_vec(), Err("[0]")),
+            (
+                "mistyped from_creator",
+                br#"[{"chat_history":{"messages":[{"from_creator":"yes","content":"x"}]},"output":"y"}]"#
+                    .to_vec(),
+                Err("[0].chat_history.messages[0].from_creator"),
+            ),
+            (
+                "empty content",
+                br#"[{"chat_history":{"messages":[{"from_creator":false,"content":"  "}]},"output":"y"}]"#
+                    .to_vec(),
+                Err("[0].chat_history.messages[0].content"),
+            ),
+            (
+                "empty output",
+                br#"[{"chat_history":{"messages":[{"from_creator":false,"content":"a"}]},"output":""}]"#
+                    .to_vec(),
+                Err("[0].output"),
+            ),
+            (
+                "bad timestamp",
+                br#"[{"chat_history":{"messages":[{"from_creator":false,"content":"a","sent_at":"yesterday"}]},"output":"b"}]"#
+                    .to_vec(),
+                Err("[0].chat_history.messages[0].sent_at"),
+            ),
+            ("invalid utf-8", b"[\n  \"\xff\"]".to_vec(), Err("line 2, column 4")),
+            ("too long", long.into_bytes(), Err("[0].chat_history.messages[0].content")),
+        ];
+        for (name, input, expected) in cases {
+            match (parse(&input), expected) {
+                (Ok(conversations), Ok(n)) => assert_eq!(conversations.len(), n, "{name}"),
+                (Err(e), Err(place)) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(place),
+                        "{name}: `{text}` should name `{place}`"
+                    );
+                }
+                (got, want) => panic!("{name}: got {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_creator_turn_after_the_first_message_is_an_example() {
+        let conversations = parse(GOOD.as_bytes()).unwrap();
+        let (examples, duplicates) = examples(&conversations, 6);
+        assert_eq!(duplicates, 0);
+        assert_eq!(
+            examples,
+            vec![
+                Example {
+                    conversation: 0,
+                    turn: 1
+                },
+                Example {
+                    conversation: 0,
+                    turn: 3
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_examples_are_dropped_and_counted() {
+        let twice = format!(
+            "[{},{}]",
+            &GOOD[1..GOOD.len() - 1],
+            &GOOD[1..GOOD.len() - 1]
+        );
+        let conversations = parse(twice.as_bytes()).unwrap();
+        let (examples, duplicates) = examples(&conversations, 6);
+        assert_eq!((examples.len(), duplicates), (2, 2));
+    }
+
+    #[test]
+    fn hold_out_depends_on_content_only() {
+        let conversations = parse(GOOD.as_bytes()).unwrap();
+        let c = &conversations[0];
+        let mut moved = c.clone();
+        moved.id = Some("other".into());
+        assert_eq!(is_held_out(c, 0.5), is_held_out(&moved, 0.5));
+        assert!(!is_held_out(c, 0.0));
+        assert!(is_held_out(c, 1.0));
+    }
+}

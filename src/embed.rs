@@ -1,0 +1,175 @@
+//! Sentence embeddings: the [`Embedder`] trait and its fastembed implementation.
+//!
+//! Owns loading ONNX Runtime and the all-MiniLM-L6-v2 model from the installed assets, with a
+//! clear error (and the command that fixes it) when they are missing, and turning texts into
+//! L2-normalized vectors. It does not cache: see `embed_cache`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+use sha2::{Digest, Sha256};
+
+use crate::paths::{self, Assets};
+
+/// Identity of an embedding model, recorded in artifacts and checked on load.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// Human-readable model id.
+    pub model_id: String,
+    /// Vector dimensions.
+    pub dims: usize,
+    /// sha256 of the model file, hex.
+    pub model_sha256: String,
+    /// Pooling over token vectors.
+    pub pooling: String,
+    /// Maximum input length in tokens.
+    pub max_length: usize,
+}
+
+impl ModelInfo {
+    /// The key under which this model's embeddings are cached: everything that changes a vector.
+    pub fn cache_namespace(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.model_id.as_bytes());
+        h.update(self.model_sha256.as_bytes());
+        h.update(self.pooling.as_bytes());
+        h.update(self.max_length.to_le_bytes());
+        hex(&h.finalize()[..8])
+    }
+}
+
+/// Turns texts into unit-length vectors.
+pub trait Embedder {
+    /// What model this is.
+    fn info(&self) -> &ModelInfo;
+    /// Embeds a batch of texts, one vector per text, in order.
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Vector dimensions.
+    fn dims(&self) -> usize {
+        self.info().dims
+    }
+}
+
+/// The model id persona uses.
+pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2 (int8 onnx)";
+/// Its dimensions.
+pub const DIMS: usize = 384;
+/// Maximum input length in tokens.
+pub const MAX_LENGTH: usize = 256;
+
+/// all-MiniLM-L6-v2 through fastembed and a dynamically loaded ONNX Runtime.
+pub struct FastEmbedder {
+    model: TextEmbedding,
+    info: ModelInfo,
+    batch_size: usize,
+}
+
+impl FastEmbedder {
+    /// Loads the model from the installed assets with `threads` intra-op threads.
+    pub fn load(assets: &Assets, threads: usize, batch_size: usize) -> Result<Self> {
+        init_onnxruntime(&assets.onnxruntime)?;
+        let dir = &assets.model_dir;
+        let onnx = read_asset(&dir.join("model.onnx"))?;
+        let tokenizer_files = TokenizerFiles {
+            tokenizer_file: read_asset(&dir.join("tokenizer.json"))?,
+            config_file: read_asset(&dir.join("config.json"))?,
+            special_tokens_map_file: read_asset(&dir.join("special_tokens_map.json"))?,
+            tokenizer_config_file: read_asset(&dir.join("tokenizer_config.json"))?,
+        };
+        let model_sha256 = hex(&Sha256::digest(&onnx));
+        let user_model =
+            UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
+        let options = InitOptionsUserDefined::new()
+            .with_max_length(MAX_LENGTH)
+            .with_intra_threads(threads.max(1));
+        let model =
+            TextEmbedding::try_new_from_user_defined(user_model, options).with_context(|| {
+                format!(
+                    "loading the embedding model from `{}`; reinstall it with `{}`",
+                    dir.display(),
+                    paths::setup_command()
+                )
+            })?;
+        let info = ModelInfo {
+            model_id: MODEL_ID.into(),
+            dims: DIMS,
+            model_sha256,
+            pooling: "mean".into(),
+            max_length: MAX_LENGTH,
+        };
+        Ok(FastEmbedder {
+            model,
+            info,
+            batch_size: batch_size.max(1),
+        })
+    }
+}
+
+impl Embedder for FastEmbedder {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let vectors = self
+            .model
+            .embed(texts, Some(self.batch_size))
+            .context("running the embedding model")?;
+        if let Some(v) = vectors.iter().find(|v| v.len() != self.info.dims) {
+            bail!(
+                "the embedding model returned {} dimensions, expected {}; reinstall it with `{}`",
+                v.len(),
+                self.info.dims,
+                paths::setup_command()
+            );
+        }
+        Ok(vectors)
+    }
+}
+
+/// Loads ONNX Runtime from `path` once per process, with an error that says how to install it.
+///
+/// fastembed panics when the library is missing or too old, so this runs first.
+pub fn init_onnxruntime(path: &Path) -> Result<()> {
+    if !path.exists() {
+        bail!(
+            "ONNX Runtime is not installed at `{}`; install it with `{}` (or set PERSONA_CACHE_DIR \
+             to where it was installed)",
+            path.display(),
+            paths::setup_command()
+        );
+    }
+    let builder = ort::init_from(path).map_err(|e| {
+        anyhow::anyhow!(
+            "loading ONNX Runtime from `{}` failed: {e}; reinstall version 1.24 or newer with `{}`",
+            path.display(),
+            paths::setup_command()
+        )
+    })?;
+    // The library is now loaded for the whole process; sessions use the default environment.
+    drop(builder);
+    Ok(())
+}
+
+fn read_asset(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| {
+        format!(
+            "reading the embedding model file `{}`; install it with `{}`",
+            path.display(),
+            paths::setup_command()
+        )
+    })
+}
+
+/// Lowercase hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

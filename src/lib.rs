@@ -1,0 +1,20 @@
+//! persona: compile a creator's chat history into a KNN few-shot artifact and answer fans in the
+//! creator's voice from it.
+//!
+//! The binary in `main.rs` is a thin shell over [`run::run`]; each pipeline (`compile`, ...) is a
+//! short orchestration of the stage modules below.
+
+pub mod artifact;
+pub mod cli;
+pub mod compile;
+pub mod config;
+pub mod dataset;
+pub mod doctor;
+pub mod embed;
+pub mod embed_cache;
+pub mod index;
+pub mod inspect;
+pub mod paths;
+pub mod run;
+pub mod signature;
+pub mod transcript;

@@ -1,0 +1,111 @@
+//! Runs one parsed command line: resolves the configuration and hands off to the pipeline.
+//!
+//! Owns what goes to stdout (answers and `--json`) versus stderr (everything else) and the exit
+//! code of each command. The pipelines themselves live in their own modules.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, CompileArgs, DoctorArgs, InspectArgs};
+use crate::config::{Config, Overrides};
+use crate::embed::{Embedder, FastEmbedder};
+use crate::embed_cache::EmbedCache;
+use crate::paths::{self, Assets};
+use crate::{artifact, compile, doctor, inspect};
+
+/// Runs the command and returns the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let base = Overrides {
+        config: cli.config.clone(),
+        ..Overrides::default()
+    };
+    match cli.command {
+        Command::Compile(args) => run_compile(base, args),
+        Command::Inspect(args) => run_inspect(args),
+        Command::Doctor(args) => run_doctor(base, args),
+    }
+}
+
+fn run_compile(base: Overrides, args: CompileArgs) -> Result<ExitCode> {
+    let config = Config::resolve(&Overrides {
+        holdout: args.holdout,
+        threads: args.threads,
+        ..base
+    })?;
+    let mut embedder = FastEmbedder::load(
+        &Assets::locate(),
+        config.embedding.effective_threads(),
+        config.embedding.batch_size,
+    )?;
+    let mut cache = if args.no_cache {
+        EmbedCache::disabled(embedder.info())
+    } else {
+        EmbedCache::open(&paths::cache_dir().join("embeddings"), embedder.info())
+    };
+    let summary = compile::run(
+        &config,
+        &args.dataset,
+        &args.output,
+        &mut embedder,
+        &mut cache,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "compiled {} examples from {} conversations ({} held out) into {} in {:.1}s: {} embedded, {} from cache",
+            summary.examples,
+            summary.conversations,
+            summary.heldout_conversations,
+            summary.artifact.display(),
+            summary.seconds,
+            summary.embedded,
+            summary.cached
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_inspect(args: InspectArgs) -> Result<ExitCode> {
+    let artifact = artifact::read(&args.artifact)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &inspect::to_json(&artifact))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", inspect::to_text(&artifact))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_doctor(base: Overrides, args: DoctorArgs) -> Result<ExitCode> {
+    let findings = doctor::run(&base);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &findings)?;
+        writeln!(out)?;
+    } else {
+        for f in &findings {
+            writeln!(
+                out,
+                "{} {:<28} {}",
+                if f.ok { "ok  " } else { "FAIL" },
+                f.check,
+                f.detail
+            )?;
+            if let Some(fix) = &f.fix {
+                writeln!(out, "     fix: {fix}")?;
+            }
+        }
+    }
+    Ok(if findings.iter().all(|f| f.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
