@@ -27,8 +27,71 @@ pub enum Command {
     Compile(CompileArgs),
     /// Print an artifact's manifest.
     Inspect(InspectArgs),
+    /// Answer a fan in the creator's voice (a chat loop when no message is given).
+    Ask(AskArgs),
     /// Check the installation: assets, ONNX Runtime, the embedding model, the configuration.
     Doctor(DoctorArgs),
+}
+
+/// `persona ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The fan's message; without it, an interactive chat starts.
+    #[arg(value_name = "MESSAGE")]
+    pub message: Option<String>,
+    /// The compiled artifact.
+    #[arg(long, value_name = "FILE", default_value = "artifacts/persona.bin")]
+    pub artifact: PathBuf,
+    /// Keep this fan's conversation in the history database and continue it.
+    #[arg(long, value_name = "ID")]
+    pub fan: Option<String>,
+    /// The moment of the answer (RFC 3339), instead of the clock.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Demos per answer (default: the artifact's).
+    #[arg(long, value_name = "N")]
+    pub k: Option<usize>,
+    /// Print the prompt and the demos without calling the LLM.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the prompt to stderr before the answer.
+    #[arg(long)]
+    pub show_prompt: bool,
+    /// Print `{reply, demos, context, attempts}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The history database (default: history.sqlite3 in the per-user data directory).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// LLM settings.
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// Flags that override the `[llm]` settings.
+#[derive(Debug, Args, Default)]
+pub struct LlmArgs {
+    /// Provider preset: local, together, openai or ollama.
+    #[arg(long, value_name = "NAME")]
+    pub llm_preset: Option<String>,
+    /// Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8080/v1.
+    #[arg(long, value_name = "URL")]
+    pub llm_url: Option<String>,
+    /// Model name.
+    #[arg(long, value_name = "NAME")]
+    pub llm_model: Option<String>,
+    /// Sampling temperature.
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Tokens to generate at most.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Seconds to wait for the LLM per request.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Sampling seed, where the provider supports it.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 /// `persona compile`.

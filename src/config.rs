@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::index::HnswParams;
+use crate::llm::{self, LlmSettings, PRESETS};
 use crate::signature::Signature;
 
 /// The file looked for in the working directory when no `--config` is given.
@@ -113,6 +114,8 @@ pub struct Config {
     pub index: HnswParams,
     /// Compile settings.
     pub compile: Compile,
+    /// The LLM endpoint and sampling settings.
+    pub llm: LlmSettings,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -131,14 +134,29 @@ struct FileConfig {
     index: Option<IndexFile>,
     #[serde(default)]
     compile: Compile,
-    /// Read by the LLM settings; accepted here so one file serves every command.
-    #[allow(dead_code)]
     #[serde(default)]
-    llm: Option<toml::Value>,
+    llm: Option<LlmFile>,
     /// Read by the filter settings.
     #[allow(dead_code)]
     #[serde(default)]
     filter: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmFile {
+    preset: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    api_key_env: Option<String>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    max_tokens: Option<u32>,
+    stop: Option<Vec<String>>,
+    seed: Option<u64>,
+    timeout_secs: Option<f64>,
+    retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +178,20 @@ pub struct Overrides {
     pub holdout: Option<f64>,
     /// `--threads`.
     pub threads: Option<usize>,
+    /// `--llm-preset`.
+    pub llm_preset: Option<String>,
+    /// `--llm-url`.
+    pub llm_url: Option<String>,
+    /// `--llm-model`.
+    pub llm_model: Option<String>,
+    /// `--temperature`.
+    pub temperature: Option<f32>,
+    /// `--max-tokens`.
+    pub max_tokens: Option<u32>,
+    /// `--timeout`, in seconds.
+    pub timeout_secs: Option<f64>,
+    /// `--seed`.
+    pub seed: Option<u64>,
 }
 
 impl Config {
@@ -174,8 +206,9 @@ impl Config {
                     .exists()
                     .then(|| PathBuf::from(DEFAULT_FILE))
             });
-        let (file, source) = match path {
+        let (mut file, source) = match path {
             Some(path) => {
+                let path: PathBuf = path;
                 let text = std::fs::read_to_string(&path).with_context(|| {
                     format!("reading the configuration `{}`; check the path given to --config or PERSONA_CONFIG", path.display())
                 })?;
@@ -187,7 +220,9 @@ impl Config {
             }
             None => (FileConfig::default(), None),
         };
+        let llm_file = file.llm.take().unwrap_or_default();
         let mut config = Config::from_file(file, source);
+        config.llm = resolve_llm(llm_file, overrides)?;
         if let Some(tz) = env("PERSONA_TIMEZONE") {
             config.creator.timezone = tz;
         }
@@ -223,6 +258,7 @@ impl Config {
             embedding: file.embedding,
             index,
             compile: file.compile,
+            llm: LlmSettings::from_preset(&PRESETS[0]),
             source,
         }
     }
@@ -268,6 +304,64 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{e} ({place})"))?;
         Ok(())
     }
+}
+
+fn resolve_llm(file: LlmFile, o: &Overrides) -> Result<LlmSettings> {
+    let name = o
+        .llm_preset
+        .clone()
+        .or_else(|| env("PERSONA_LLM_PRESET"))
+        .or(file.preset)
+        .unwrap_or_else(|| "local".into());
+    let preset = llm::preset(&name).with_context(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+        format!("unknown LLM preset `{name}` (`[llm] preset`, PERSONA_LLM_PRESET or --llm-preset); use one of {}", names.join(", "))
+    })?;
+    let mut s = LlmSettings::from_preset(preset);
+    if let Some(key_env) = &file.api_key_env {
+        s.api_key = env(key_env);
+    }
+    s.base_url = o
+        .llm_url
+        .clone()
+        .or_else(|| env("PERSONA_LLM_BASE_URL"))
+        .or(file.base_url)
+        .unwrap_or(s.base_url);
+    s.model = o
+        .llm_model
+        .clone()
+        .or_else(|| env("PERSONA_LLM_MODEL"))
+        .or(file.model)
+        .unwrap_or(s.model);
+    s.api_key = env("PERSONA_LLM_API_KEY").or(s.api_key);
+    s.temperature = o.temperature.or(file.temperature).unwrap_or(s.temperature);
+    s.top_p = file.top_p.or(s.top_p);
+    s.repeat_penalty = file.repeat_penalty.or(s.repeat_penalty);
+    s.max_tokens = o.max_tokens.or(file.max_tokens).unwrap_or(s.max_tokens);
+    s.stop = file.stop.unwrap_or(s.stop);
+    s.seed = o.seed.or(file.seed).or(s.seed);
+    s.retries = file.retries.unwrap_or(s.retries);
+    let timeout = o
+        .timeout_secs
+        .or(file.timeout_secs)
+        .unwrap_or(s.timeout.as_secs_f64());
+    if !(timeout > 0.0 && timeout <= 3600.0) {
+        bail!("the LLM timeout must be between 0 and 3600 seconds, got {timeout} (`[llm] timeout_secs` or --timeout)");
+    }
+    s.timeout = std::time::Duration::from_secs_f64(timeout);
+    if !(0.0..=2.0).contains(&s.temperature) {
+        bail!("the LLM temperature must be between 0 and 2, got {} (`[llm] temperature` or --temperature)", s.temperature);
+    }
+    if s.max_tokens == 0 {
+        bail!("`[llm] max_tokens` must be at least 1");
+    }
+    if !(s.base_url.starts_with("http://") || s.base_url.starts_with("https://")) {
+        bail!(
+            "the LLM base URL `{}` must start with http:// or https:// (`[llm] base_url`, PERSONA_LLM_BASE_URL or --llm-url), e.g. http://127.0.0.1:8080/v1",
+            s.base_url
+        );
+    }
+    Ok(s)
 }
 
 fn parse_file(text: &str) -> Result<FileConfig> {

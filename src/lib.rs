@@ -5,6 +5,7 @@
 //! short orchestration of the stage modules below.
 
 pub mod artifact;
+pub mod ask;
 pub mod cli;
 pub mod compile;
 pub mod config;
@@ -13,11 +14,14 @@ pub mod dataset;
 pub mod doctor;
 pub mod embed;
 pub mod embed_cache;
+pub mod history;
 pub mod index;
 pub mod inspect;
 pub mod llm;
 pub mod paths;
 pub mod prompt;
+pub mod retrieve;
 pub mod run;
+pub mod runtime;
 pub mod signature;
 pub mod transcript;

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, CompileArgs, DoctorArgs, InspectArgs};
+use crate::cli::{AskArgs, Cli, Command, CompileArgs, DoctorArgs, InspectArgs};
 use crate::config::{Config, Overrides};
 use crate::embed::{Embedder, FastEmbedder};
 use crate::embed_cache::EmbedCache;
 use crate::paths::{self, Assets};
-use crate::{artifact, compile, doctor, inspect};
+use crate::{artifact, ask, compile, doctor, inspect};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Compile(args) => run_compile(base, args),
         Command::Inspect(args) => run_inspect(args),
+        Command::Ask(args) => run_ask(base, args),
         Command::Doctor(args) => run_doctor(base, args),
     }
 }
@@ -68,6 +69,22 @@ fn run_compile(base: Overrides, args: CompileArgs) -> Result<ExitCode> {
             summary.cached
         )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
+    let l = &args.llm;
+    let config = Config::resolve(&Overrides {
+        llm_preset: l.llm_preset.clone(),
+        llm_url: l.llm_url.clone(),
+        llm_model: l.llm_model.clone(),
+        temperature: l.temperature,
+        max_tokens: l.max_tokens,
+        timeout_secs: l.timeout,
+        seed: l.seed,
+        ..base
+    })?;
+    ask::run(&config, &args)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,222 @@
+//! `persona ask`: one answer, or a chat loop, from the command line.
+//!
+//! Orchestrates the runtime for a person at a terminal: loads the persona once, keeps the
+//! conversation (in memory, or per fan in the history store), prints replies, prompts and JSON.
+//! The stages themselves are in `runtime`; the topic-filter stage will sit between `prepare` and
+//! printing the reply.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::cli::AskArgs;
+use crate::config::Config;
+use crate::dataset::{FanProfile, Message};
+use crate::history::{self, HistoryStore};
+use crate::llm::LlmClient;
+use crate::paths::Assets;
+use crate::prompt;
+use crate::runtime::{self, Persona, Prepared, Turn};
+
+/// Where the conversation lives during a session.
+struct Session {
+    store: Option<(HistoryStore, String)>,
+    history: Vec<Message>,
+    profile: Option<FanProfile>,
+}
+
+impl Session {
+    fn open(args: &AskArgs) -> Result<Self> {
+        let Some(fan) = &args.fan else {
+            return Ok(Session {
+                store: None,
+                history: Vec::new(),
+                profile: None,
+            });
+        };
+        history::check_fan_id(fan)?;
+        let path = args
+            .history
+            .clone()
+            .unwrap_or_else(HistoryStore::default_path);
+        let store = HistoryStore::open(&path)?;
+        let (history, profile) = store.load(fan)?;
+        Ok(Session {
+            store: Some((store, fan.clone())),
+            history,
+            profile,
+        })
+    }
+
+    fn record(&mut self, message: Message) -> Result<()> {
+        if let Some((store, fan)) = &mut self.store {
+            store.append(fan, &message)?;
+        }
+        self.history.push(message);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        if let Some((store, fan)) = &mut self.store {
+            store.reset(fan)?;
+        }
+        self.history.clear();
+        Ok(())
+    }
+}
+
+/// Runs `persona ask`.
+pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
+    if let Some(message) = &args.message {
+        runtime::check_message(message)?;
+    }
+    let fixed_now = args.now.as_deref().map(runtime::parse_now).transpose()?;
+    if let Some(k) = args.k {
+        anyhow::ensure!(
+            (1..=32).contains(&k),
+            "--k must be between 1 and 32, got {k}"
+        );
+    }
+    let mut persona = Persona::load(
+        &args.artifact,
+        &Assets::locate(),
+        config.embedding.effective_threads(),
+    )?;
+    let client = LlmClient::new(config.llm.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut session = Session::open(args)?;
+    let k = args.k.unwrap_or(persona.artifact.settings.retrieval.k);
+
+    let answer = |session: &mut Session,
+                  persona: &mut Persona,
+                  text: &str|
+     -> Result<(Prepared, Option<String>, u32)> {
+        let now = fixed_now.unwrap_or_else(Timestamp::now);
+        let fan_message = Message {
+            from_creator: false,
+            content: text.trim().to_string(),
+            sent_at: Some(now),
+        };
+        let mut history = session.history.clone();
+        history.push(fan_message.clone());
+        let turn = Turn {
+            history: &history,
+            fan: session.profile.as_ref(),
+            now,
+            k,
+            notes: Vec::new(),
+        };
+        let prepared = persona.prepare(&turn)?;
+        if args.dry_run {
+            return Ok((prepared, None, 0));
+        }
+        if args.show_prompt {
+            eprintln!("{}", prompt::to_text(&prepared.messages));
+        }
+        // The fan's message is kept even if the model then fails: the fan did send it.
+        session.record(fan_message)?;
+        let generated = rt.block_on(persona.generate(&client, &prepared))?;
+        let reply_at = fixed_now.unwrap_or_else(Timestamp::now);
+        session.record(Message {
+            from_creator: true,
+            content: generated.reply.clone(),
+            sent_at: Some(reply_at),
+        })?;
+        Ok((prepared, Some(generated.reply), generated.attempts))
+    };
+
+    let mut out = std::io::stdout().lock();
+    if let Some(message) = &args.message {
+        let (prepared, reply, attempts) = answer(&mut session, &mut persona, message)?;
+        print_answer(&mut out, args, &prepared, reply.as_deref(), attempts)?;
+        return Ok(());
+    }
+
+    // The chat loop.
+    let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+    let creator = persona.creator().to_string();
+    eprintln!("chatting as the fan with {creator}; /prompt shows the last prompt, /reset forgets, /quit leaves");
+    let mut last_prompt: Option<String> = None;
+    loop {
+        let line = match editor.readline("fan> ") {
+            Ok(line) => line,
+            Err(
+                rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted,
+            ) => break,
+            Err(e) => return Err(e).context("reading a line"),
+        };
+        let text = line.trim();
+        match text {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/prompt" => {
+                eprintln!("{}", last_prompt.as_deref().unwrap_or("(no prompt yet)"));
+                continue;
+            }
+            "/reset" => {
+                session.reset()?;
+                eprintln!("(conversation forgotten)");
+                continue;
+            }
+            _ => {}
+        }
+        let _ = editor.add_history_entry(text);
+        if let Err(e) = runtime::check_message(text) {
+            eprintln!("error: {e:#}");
+            continue;
+        }
+        match answer(&mut session, &mut persona, text) {
+            Ok((prepared, reply, attempts)) => {
+                last_prompt = Some(prompt::to_text(&prepared.messages));
+                match reply {
+                    Some(reply) if !args.json => writeln!(out, "{creator}> {reply}")?,
+                    _ => print_answer(&mut out, args, &prepared, reply.as_deref(), attempts)?,
+                }
+                out.flush()?;
+            }
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+fn print_answer(
+    out: &mut impl Write,
+    args: &AskArgs,
+    prepared: &Prepared,
+    reply: Option<&str>,
+    attempts: u32,
+) -> Result<()> {
+    let demos: Vec<_> = prepared.demos.iter().map(|d| json!({"id": d.id, "score": d.score, "conversation": d.conversation, "reply": d.reply})).collect();
+    if args.json {
+        let mut value = json!({"reply": reply, "demos": demos, "context": prepared.context, "attempts": attempts});
+        if args.dry_run || args.show_prompt {
+            value["prompt"] = json!(prepared.messages);
+        }
+        serde_json::to_writer(&mut *out, &value)?;
+        writeln!(out)?;
+    } else if args.dry_run {
+        writeln!(out, "demos (nearest last):")?;
+        for d in &prepared.demos {
+            writeln!(
+                out,
+                "  #{:<5} score {:.3}  [{}] {}",
+                d.id, d.score, d.conversation, d.reply
+            )?;
+        }
+        writeln!(
+            out,
+            "context:\n  {}",
+            prepared.context.render().replace('\n', "\n  ")
+        )?;
+        writeln!(out, "{}", prompt::to_text(&prepared.messages))?;
+    } else if let Some(reply) = reply {
+        writeln!(out, "{reply}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Fan histories in SQLite: fans, their profiles and every message with its timestamp.
+//!
+//! Owns the schema (versioned with `PRAGMA user_version`), WAL mode, and one transaction per
+//! write, so a process killed at any point leaves every committed message intact. `ask --fan`
+//! uses it now and `serve` later. It knows nothing of prompts or models.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::dataset::{FanProfile, Message};
+
+const SCHEMA_VERSION: i32 = 1;
+
+/// The longest fan id accepted.
+pub const MAX_FAN_ID_CHARS: usize = 128;
+
+/// A history database.
+pub struct HistoryStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl HistoryStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the history directory `{}`", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the history database `{}`", path.display()))?;
+        let store = HistoryStore {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate().with_context(|| {
+            format!(
+                "preparing the history database `{}`; if it is damaged, move it aside and retry",
+                path.display()
+            )
+        })?;
+        Ok(store)
+    }
+
+    /// The default database under the per-user data directory.
+    pub fn default_path() -> PathBuf {
+        crate::paths::data_dir().join("history.sqlite3")
+    }
+
+    fn migrate(&self) -> Result<()> {
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            bail!("the history database has schema version {version}, newer than this persona ({SCHEMA_VERSION}); upgrade persona");
+        }
+        if version < 1 {
+            self.conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS fans (
+                     id TEXT PRIMARY KEY,
+                     profile TEXT,
+                     created_at TEXT NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS messages (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     fan_id TEXT NOT NULL REFERENCES fans(id) ON DELETE CASCADE,
+                     from_creator INTEGER NOT NULL,
+                     content TEXT NOT NULL,
+                     sent_at TEXT NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS messages_by_fan ON messages(fan_id, id);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fan's messages, oldest first, and profile; empty for an unknown fan.
+    pub fn load(&self, fan_id: &str) -> Result<(Vec<Message>, Option<FanProfile>)> {
+        let profile: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT profile FROM fans WHERE id = ?1", [fan_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let profile = match profile.flatten() {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("reading fan `{fan_id}`'s profile"))?,
+            ),
+            None => None,
+        };
+        let mut stmt = self.conn.prepare(
+            "SELECT from_creator, content, sent_at FROM messages WHERE fan_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([fan_id], |r| {
+            Ok((
+                r.get::<_, bool>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut messages = Vec::new();
+        for row in rows {
+            let (from_creator, content, sent_at) = row?;
+            let sent_at: Timestamp = sent_at
+                .parse()
+                .with_context(|| format!("reading a timestamp `{sent_at}` of fan `{fan_id}`"))?;
+            messages.push(Message {
+                from_creator,
+                content,
+                sent_at: Some(sent_at),
+            });
+        }
+        Ok((messages, profile))
+    }
+
+    /// Whether a fan has any record.
+    pub fn exists(&self, fan_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM fans WHERE id = ?1", [fan_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Appends one message in its own transaction, creating the fan if needed.
+    pub fn append(&mut self, fan_id: &str, message: &Message) -> Result<()> {
+        check_fan_id(fan_id)?;
+        let sent_at = message.sent_at.unwrap_or_else(Timestamp::now);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO fans (id, profile, created_at) VALUES (?1, NULL, ?2)",
+            params![fan_id, sent_at.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO messages (fan_id, from_creator, content, sent_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                fan_id,
+                message.from_creator,
+                message.content,
+                sent_at.to_string()
+            ],
+        )?;
+        tx.commit().with_context(|| {
+            format!(
+                "saving a message of fan `{fan_id}` to `{}`",
+                self.path.display()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Sets a fan's profile, creating the fan if needed.
+    pub fn set_profile(&mut self, fan_id: &str, profile: &FanProfile) -> Result<()> {
+        check_fan_id(fan_id)?;
+        let text = serde_json::to_string(profile)?;
+        self.conn.execute(
+            "INSERT INTO fans (id, profile, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET profile = excluded.profile",
+            params![fan_id, text, Timestamp::now().to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a fan's messages (the profile stays).
+    pub fn reset(&mut self, fan_id: &str) -> Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM messages WHERE fan_id = ?1", [fan_id])?)
+    }
+}
+
+/// Checks a fan id: non-empty, printable, at most [`MAX_FAN_ID_CHARS`].
+pub fn check_fan_id(fan_id: &str) -> Result<()> {
+    if fan_id.trim().is_empty()
+        || fan_id.chars().count() > MAX_FAN_ID_CHARS
+        || fan_id.chars().any(char::is_control)
+    {
+        bail!("the fan id `{fan_id}` must be 1 to {MAX_FAN_ID_CHARS} printable characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(from_creator: bool, content: &str, at: &str) -> Message {
+        Message {
+            from_creator,
+            content: content.into(),
+            sent_at: Some(at.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn messages_and_profiles_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h/history.sqlite3");
+        {
+            let mut store = HistoryStore::open(&path).unwrap();
+            store
+                .append("mike", &msg(false, "hi", "2026-01-01T10:00:00Z"))
+                .unwrap();
+            store
+                .append("mike", &msg(true, "hey you", "2026-01-01T10:01:00Z"))
+                .unwrap();
+            let mut profile = FanProfile::new();
+            profile.insert("name".into(), "Mike".into());
+            store.set_profile("mike", &profile).unwrap();
+            store
+                .append("ana", &msg(false, "yo", "2026-01-01T11:00:00Z"))
+                .unwrap();
+        }
+        let store = HistoryStore::open(&path).unwrap();
+        let (messages, profile) = store.load("mike").unwrap();
+        assert_eq!(
+            messages,
+            vec![
+                msg(false, "hi", "2026-01-01T10:00:00Z"),
+                msg(true, "hey you", "2026-01-01T10:01:00Z")
+            ]
+        );
+        assert_eq!(profile.unwrap()["name"], "Mike");
+        assert_eq!(store.load("ana").unwrap().0.len(), 1);
+        assert!(store.load("nobody").unwrap().0.is_empty());
+        assert!(!store.exists("nobody").unwrap());
+    }
+
+    #[test]
+    fn reset_forgets_messages_and_bad_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.sqlite3")).unwrap();
+        store
+            .append("mike", &msg(false, "hi", "2026-01-01T10:00:00Z"))
+            .unwrap();
+        assert_eq!(store.reset("mike").unwrap(), 1);
+        assert!(store.load("mike").unwrap().0.is_empty());
+        assert!(store
+            .append("", &msg(false, "hi", "2026-01-01T10:00:00Z"))
+            .is_err());
+        assert!(store
+            .append(&"x".repeat(200), &msg(false, "hi", "2026-01-01T10:00:00Z"))
+            .is_err());
+    }
+}
