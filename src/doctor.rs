@@ -20,6 +20,8 @@ pub struct Finding {
     pub ok: bool,
     /// What was found.
     pub detail: String,
+    /// Whether a failure stops `compile` / `ask` from working at all.
+    pub required: bool,
     /// The command that fixes it, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
@@ -30,12 +32,14 @@ fn finding(check: &str, result: Result<String, String>, fix: &str) -> Finding {
         Ok(detail) => Finding {
             check: check.into(),
             ok: true,
+            required: true,
             detail,
             fix: None,
         },
         Err(detail) => Finding {
             check: check.into(),
             ok: false,
+            required: true,
             detail,
             fix: Some(fix.into()),
         },
@@ -81,13 +85,22 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
         "fix the file as the message says, or start from persona.toml in the repository",
     ));
     if findings.iter().all(|f| f.ok) {
-        let threads = config.map_or(1, |c| c.embedding.effective_threads());
+        let threads = config
+            .as_ref()
+            .map_or(1, |c| c.embedding.effective_threads());
         let loaded = embed::FastEmbedder::load(&assets, threads, 32).and_then(|mut e| {
             let v = e.embed(&["hello there"])?;
             let norm = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+            let hash = &e.info().model_sha256;
+            let pinned = if hash == embed::PINNED_MODEL_SHA256 {
+                "the pinned model"
+            } else {
+                "NOT the pinned model"
+            };
             Ok(format!(
-                "{} loaded; {} dims, unit norm {norm:.3}",
+                "{} loaded ({pinned}, sha256 {}); {} dims, unit norm {norm:.3}",
                 e.info().model_id,
+                &hash[..12],
                 e.dims()
             ))
         });
@@ -96,6 +109,15 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
             loaded.map_err(|e| format!("{e:#}")),
             &setup,
         ));
+    }
+    if let Ok(config) = &config {
+        let mut llm = finding(
+            "llm server",
+            crate::llm::probe(&config.llm.base_url),
+            "bash scripts/llm.sh start (the local model), or set PERSONA_LLM_BASE_URL / [llm] in persona.toml",
+        );
+        llm.required = false;
+        findings.push(llm);
     }
     findings
 }

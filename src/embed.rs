@@ -57,6 +57,9 @@ pub trait Embedder {
 pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2 (int8 onnx)";
 /// Its dimensions.
 pub const DIMS: usize = 384;
+/// sha256 of the model file `scripts/setup-assets.sh` installs.
+pub const PINNED_MODEL_SHA256: &str =
+    "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6";
 /// Maximum input length in tokens.
 pub const MAX_LENGTH: usize = 256;
 

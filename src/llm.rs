@@ -369,6 +369,32 @@ impl ChatModel for LlmClient {
     }
 }
 
+/// Whether an OpenAI-compatible server answers `GET {base}/models` within two seconds; for
+/// `doctor`, which runs outside any async runtime.
+pub fn probe(base_url: &str) -> Result<String, String> {
+    let url = format!("{}/models", base_url.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => Ok(format!("{url} answers")),
+            Ok(r) => Err(format!(
+                "{url} answered HTTP {} (ask needs it; compile does not)",
+                r.status().as_u16()
+            )),
+            Err(_) => Err(format!(
+                "nothing answers at {url} (ask needs it; compile does not)"
+            )),
+        }
+    })
+}
+
 /// Wait before retry number `attempt` (1-based): 250 ms, 500 ms, 1 s, ... capped at 4 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << attempt.saturating_sub(1).min(4)))

@@ -108,19 +108,18 @@ fn run_doctor(base: Overrides, args: DoctorArgs) -> Result<ExitCode> {
         writeln!(out)?;
     } else {
         for f in &findings {
-            writeln!(
-                out,
-                "{} {:<28} {}",
-                if f.ok { "ok  " } else { "FAIL" },
-                f.check,
-                f.detail
-            )?;
+            let status = match (f.ok, f.required) {
+                (true, _) => "ok  ",
+                (false, true) => "FAIL",
+                (false, false) => "warn",
+            };
+            writeln!(out, "{status} {:<32} {}", f.check, f.detail)?;
             if let Some(fix) = &f.fix {
                 writeln!(out, "     fix: {fix}")?;
             }
         }
     }
-    Ok(if findings.iter().all(|f| f.ok) {
+    Ok(if findings.iter().all(|f| f.ok || !f.required) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
