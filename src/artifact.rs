@@ -137,26 +137,14 @@ impl Artifact {
     /// Serializes the artifact.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut payload = Vec::new();
-        section(
-            &mut payload,
-            TAG_MANIFEST,
-            &serde_json::to_vec(&self.manifest)?,
-        );
-        section(
-            &mut payload,
-            TAG_SETTINGS,
-            &serde_json::to_vec(&self.settings)?,
-        );
+        section(&mut payload, TAG_MANIFEST, &serde_json::to_vec(&self.manifest)?);
+        section(&mut payload, TAG_SETTINGS, &serde_json::to_vec(&self.settings)?);
         section(
             &mut payload,
             TAG_CONVERSATIONS,
             &serde_json::to_vec(&self.conversations)?,
         );
-        section(
-            &mut payload,
-            TAG_EXAMPLES,
-            &serde_json::to_vec(&self.examples)?,
-        );
+        section(&mut payload, TAG_EXAMPLES, &serde_json::to_vec(&self.examples)?);
         let mut flat = Vec::with_capacity(self.vectors.len() * self.manifest.embedding.dims * 4);
         for v in &self.vectors {
             for x in v {
@@ -244,16 +232,12 @@ impl Artifact {
             let json = |what: &str| format!("`{name}`: reading the {what} section; {rebuild}");
             match tag {
                 TAG_MANIFEST => {
-                    manifest = Some(
-                        serde_json::from_slice::<Manifest>(body)
-                            .with_context(|| json("manifest"))?,
-                    )
+                    manifest =
+                        Some(serde_json::from_slice::<Manifest>(body).with_context(|| json("manifest"))?)
                 }
                 TAG_SETTINGS => {
-                    settings = Some(
-                        serde_json::from_slice::<Settings>(body)
-                            .with_context(|| json("settings"))?,
-                    )
+                    settings =
+                        Some(serde_json::from_slice::<Settings>(body).with_context(|| json("settings"))?)
                 }
                 TAG_CONVERSATIONS => {
                     conversations = Some(
@@ -262,10 +246,8 @@ impl Artifact {
                     )
                 }
                 TAG_EXAMPLES => {
-                    examples = Some(
-                        serde_json::from_slice::<Vec<Example>>(body)
-                            .with_context(|| json("examples"))?,
-                    )
+                    examples =
+                        Some(serde_json::from_slice::<Vec<Example>>(body).with_context(|| json("examples"))?)
                 }
                 TAG_VECTORS => vectors = Some(body),
                 TAG_HNSW_GRAPH => graph = Some(body.to_vec()),
@@ -322,7 +304,11 @@ impl Artifact {
 /// Reads and verifies an artifact file.
 pub fn read(path: &Path) -> Result<Artifact> {
     let bytes = std::fs::read(path).with_context(|| {
-        format!("reading the artifact `{}`; build one with `persona compile <conversations.json> -o {}`", path.display(), path.display())
+        format!(
+            "reading the artifact `{}`; build one with `persona compile <conversations.json> -o {}`",
+            path.display(),
+            path.display()
+        )
     })?;
     Artifact::from_bytes(&bytes, &path.display().to_string())
 }
@@ -482,22 +468,13 @@ mod tests {
                 "not a persona artifact",
             ),
             ("header only", good[..20].to_vec(), "truncated"),
-            (
-                "truncated payload",
-                good[..good.len() - 10].to_vec(),
-                "truncated",
-            ),
+            ("truncated payload", good[..good.len() - 10].to_vec(), "truncated"),
             ("bit flip", flipped, "checksum"),
             ("newer format", newer, "upgrade persona"),
         ];
         for (name, bytes, expected) in cases {
-            let err = Artifact::from_bytes(&bytes, "x.bin")
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(expected) && err.contains("x.bin"),
-                "{name}: {err}"
-            );
+            let err = Artifact::from_bytes(&bytes, "x.bin").unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("x.bin"), "{name}: {err}");
         }
         assert!(
             Artifact::from_bytes(&newer_compatible, "x.bin").is_ok(),

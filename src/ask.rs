@@ -37,10 +37,7 @@ impl Session {
             });
         };
         history::check_fan_id(fan)?;
-        let path = args
-            .history
-            .clone()
-            .unwrap_or_else(HistoryStore::default_path);
+        let path = args.history.clone().unwrap_or_else(HistoryStore::default_path);
         let store = HistoryStore::open(&path)?;
         let (history, profile) = store.load(fan)?;
         Ok(Session {
@@ -74,10 +71,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     }
     let fixed_now = args.now.as_deref().map(runtime::parse_now).transpose()?;
     if let Some(k) = args.k {
-        anyhow::ensure!(
-            (1..=32).contains(&k),
-            "--k must be between 1 and 32, got {k}"
-        );
+        anyhow::ensure!((1..=32).contains(&k), "--k must be between 1 and 32, got {k}");
     }
     let mut persona = Persona::load(
         &args.artifact,
@@ -110,6 +104,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
             now,
             k,
             notes: Vec::new(),
+            prefill: config.llm.prefill,
         };
         let prepared = persona.prepare(&turn)?;
         if args.dry_run {
@@ -140,14 +135,14 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     // The chat loop.
     let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
     let creator = persona.creator().to_string();
-    eprintln!("chatting as the fan with {creator}; /prompt shows the last prompt, /reset forgets, /quit leaves");
+    eprintln!(
+        "chatting as the fan with {creator}; /prompt shows the last prompt, /reset forgets, /quit leaves"
+    );
     let mut last_prompt: Option<String> = None;
     loop {
         let line = match editor.readline("fan> ") {
             Ok(line) => line,
-            Err(
-                rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted,
-            ) => break,
+            Err(rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted) => break,
             Err(e) => return Err(e).context("reading a line"),
         };
         let text = line.trim();
@@ -192,9 +187,14 @@ fn print_answer(
     reply: Option<&str>,
     attempts: u32,
 ) -> Result<()> {
-    let demos: Vec<_> = prepared.demos.iter().map(|d| json!({"id": d.id, "score": d.score, "conversation": d.conversation, "reply": d.reply})).collect();
+    let demos: Vec<_> = prepared
+        .demos
+        .iter()
+        .map(|d| json!({"id": d.id, "score": d.score, "conversation": d.conversation, "reply": d.reply}))
+        .collect();
     if args.json {
-        let mut value = json!({"reply": reply, "demos": demos, "context": prepared.context, "attempts": attempts});
+        let mut value =
+            json!({"reply": reply, "demos": demos, "context": prepared.context, "attempts": attempts});
         if args.dry_run || args.show_prompt {
             value["prompt"] = json!(prepared.messages);
         }

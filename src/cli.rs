@@ -101,12 +101,7 @@ pub struct CompileArgs {
     #[arg(value_name = "DATASET")]
     pub dataset: PathBuf,
     /// Where to write the artifact.
-    #[arg(
-        short,
-        long,
-        value_name = "FILE",
-        default_value = "artifacts/persona.bin"
-    )]
+    #[arg(short, long, value_name = "FILE", default_value = "artifacts/persona.bin")]
     pub output: PathBuf,
     /// Share of conversations held out for eval (0 allowed).
     #[arg(long, value_name = "FRACTION")]

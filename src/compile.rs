@@ -51,12 +51,8 @@ pub fn run(
     cache: &mut EmbedCache,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let bytes = std::fs::read(dataset_path).with_context(|| {
-        format!(
-            "reading the dataset `{}`; check the path",
-            dataset_path.display()
-        )
-    })?;
+    let bytes = std::fs::read(dataset_path)
+        .with_context(|| format!("reading the dataset `{}`; check the path", dataset_path.display()))?;
     let conversations = dataset::parse(&bytes).map_err(|e| {
         anyhow::anyhow!(
             "the dataset `{}` is invalid at {}: {}; nothing was written",
@@ -77,7 +73,9 @@ pub fn run(
         .filter(|e| heldout.binary_search(&(e.conversation as usize)).is_err())
         .collect();
     if duplicates > 0 {
-        eprintln!("warning: dropped {duplicates} duplicate example(s) (same preceding messages and same reply)");
+        eprintln!(
+            "warning: dropped {duplicates} duplicate example(s) (same preceding messages and same reply)"
+        );
     }
     let texts: Vec<String> = examples
         .iter()
@@ -160,8 +158,7 @@ fn check_output_dir(output: &Path) -> Result<()> {
 /// A progress bar on stderr that hides itself when stderr is not a terminal.
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+    if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
     {
         bar.set_style(style.progress_chars("=> "));
     }

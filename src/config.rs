@@ -157,6 +157,7 @@ struct LlmFile {
     seed: Option<u64>,
     timeout_secs: Option<f64>,
     retries: Option<u32>,
+    prefill: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,7 +211,10 @@ impl Config {
             Some(path) => {
                 let path: PathBuf = path;
                 let text = std::fs::read_to_string(&path).with_context(|| {
-                    format!("reading the configuration `{}`; check the path given to --config or PERSONA_CONFIG", path.display())
+                    format!(
+                        "reading the configuration `{}`; check the path given to --config or PERSONA_CONFIG",
+                        path.display()
+                    )
                 })?;
                 (
                     parse_file(&text)
@@ -227,9 +231,9 @@ impl Config {
             config.creator.timezone = tz;
         }
         if let Some(threads) = env("PERSONA_EMBED_THREADS") {
-            config.embedding.threads = threads.parse().with_context(|| {
-                format!("PERSONA_EMBED_THREADS must be a whole number, got `{threads}`")
-            })?;
+            config.embedding.threads = threads
+                .parse()
+                .with_context(|| format!("PERSONA_EMBED_THREADS must be a whole number, got `{threads}`"))?;
         }
         if let Some(k) = overrides.k {
             config.retrieval.k = k;
@@ -315,7 +319,10 @@ fn resolve_llm(file: LlmFile, o: &Overrides) -> Result<LlmSettings> {
         .unwrap_or_else(|| "local".into());
     let preset = llm::preset(&name).with_context(|| {
         let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-        format!("unknown LLM preset `{name}` (`[llm] preset`, PERSONA_LLM_PRESET or --llm-preset); use one of {}", names.join(", "))
+        format!(
+            "unknown LLM preset `{name}` (`[llm] preset`, PERSONA_LLM_PRESET or --llm-preset); use one of {}",
+            names.join(", ")
+        )
     })?;
     let mut s = LlmSettings::from_preset(preset);
     if let Some(key_env) = &file.api_key_env {
@@ -341,6 +348,7 @@ fn resolve_llm(file: LlmFile, o: &Overrides) -> Result<LlmSettings> {
     s.stop = file.stop.unwrap_or(s.stop);
     s.seed = o.seed.or(file.seed).or(s.seed);
     s.retries = file.retries.unwrap_or(s.retries);
+    s.prefill = file.prefill.unwrap_or(s.prefill);
     let timeout = o
         .timeout_secs
         .or(file.timeout_secs)
@@ -350,7 +358,10 @@ fn resolve_llm(file: LlmFile, o: &Overrides) -> Result<LlmSettings> {
     }
     s.timeout = std::time::Duration::from_secs_f64(timeout);
     if !(0.0..=2.0).contains(&s.temperature) {
-        bail!("the LLM temperature must be between 0 and 2, got {} (`[llm] temperature` or --temperature)", s.temperature);
+        bail!(
+            "the LLM temperature must be between 0 and 2, got {} (`[llm] temperature` or --temperature)",
+            s.temperature
+        );
     }
     if s.max_tokens == 0 {
         bail!("`[llm] max_tokens` must be at least 1");

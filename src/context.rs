@@ -57,8 +57,7 @@ pub fn facts(
         match previous {
             Some(p) if seconds(p, t) >= SESSION_GAP_SECONDS => {
                 session_start = Some(t);
-                returning_after =
-                    (i + 1 == stamps.len() && !history[i].from_creator).then(|| seconds(p, t));
+                returning_after = (i + 1 == stamps.len() && !history[i].from_creator).then(|| seconds(p, t));
             }
             None => session_start = Some(t),
             _ => {}
@@ -66,14 +65,9 @@ pub fn facts(
         previous = Some(t);
     }
 
-    let fan_positions: Vec<usize> = (0..history.len())
-        .filter(|&i| !history[i].from_creator)
-        .collect();
+    let fan_positions: Vec<usize> = (0..history.len()).filter(|&i| !history[i].from_creator).collect();
     let since_previous_fan = match fan_positions.as_slice() {
-        [.., before, last] => match (
-            history[*before].sent_at,
-            history[*last].sent_at.or(Some(now)),
-        ) {
+        [.., before, last] => match (history[*before].sent_at, history[*last].sent_at.or(Some(now))) {
             (Some(a), Some(b)) => Some(seconds(a, b)),
             _ => None,
         },
@@ -109,10 +103,7 @@ impl Facts {
             chat.push_str(&format!(", this chat started {} ago", duration(s)));
         }
         if let Some(s) = self.since_previous_fan_message_seconds {
-            chat.push_str(&format!(
-                ", the fan's previous message was {} ago",
-                duration(s)
-            ));
+            chat.push_str(&format!(", the fan's previous message was {} ago", duration(s)));
         }
         lines.push(chat);
         if let Some(s) = self.returning_after_seconds {
@@ -252,11 +243,7 @@ mod tests {
         for (name, now, tz_name, local, part) in cases {
             let tz = TimeZone::get(tz_name).unwrap();
             let f = facts(&[msg(false, None)], None, &tz, tz_name, at(now));
-            assert_eq!(
-                (f.local_time.as_str(), f.part_of_day),
-                (local, part),
-                "{name}"
-            );
+            assert_eq!((f.local_time.as_str(), f.part_of_day), (local, part), "{name}");
         }
     }
 

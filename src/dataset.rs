@@ -117,10 +117,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Conversation>, DatasetError> {
             problem: "the list of conversations is empty; add at least one conversation".into(),
         });
     }
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, r)| validate(i, r))
-        .collect()
+    raw.into_iter().enumerate().map(|(i, r)| validate(i, r)).collect()
 }
 
 fn validate(index: usize, raw: RawConversation) -> Result<Conversation, DatasetError> {
@@ -226,14 +223,8 @@ pub fn is_held_out(conversation: &Conversation, fraction: f64) -> bool {
 
 fn line_col(prefix: &[u8]) -> (usize, usize) {
     let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = prefix
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
-    let col = String::from_utf8_lossy(&prefix[line_start..])
-        .chars()
-        .count()
-        + 1;
+    let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&prefix[line_start..]).chars().count() + 1;
     (line, col)
 }
 
@@ -321,10 +312,7 @@ mod tests {
                 (Ok(conversations), Ok(n)) => assert_eq!(conversations.len(), n, "{name}"),
                 (Err(e), Err(place)) => {
                     let text = e.to_string();
-                    assert!(
-                        text.contains(place),
-                        "{name}: `{text}` should name `{place}`"
-                    );
+                    assert!(text.contains(place), "{name}: `{text}` should name `{place}`");
                 }
                 (got, want) => panic!("{name}: got {got:?}, wanted {want:?}"),
             }
@@ -353,11 +341,7 @@ mod tests {
 
     #[test]
     fn duplicate_examples_are_dropped_and_counted() {
-        let twice = format!(
-            "[{},{}]",
-            &GOOD[1..GOOD.len() - 1],
-            &GOOD[1..GOOD.len() - 1]
-        );
+        let twice = format!("[{},{}]", &GOOD[1..GOOD.len() - 1], &GOOD[1..GOOD.len() - 1]);
         let conversations = parse(twice.as_bytes()).unwrap();
         let (examples, duplicates) = examples(&conversations, 6);
         assert_eq!((examples.len(), duplicates), (2, 2));

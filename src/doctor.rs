@@ -53,11 +53,7 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
     let setup = paths::setup_command();
     let mut findings = vec![
         finding("cache directory", Ok(cache.display().to_string()), ""),
-        finding(
-            "onnxruntime library",
-            file_present(&assets.onnxruntime),
-            &setup,
-        ),
+        finding("onnxruntime library", file_present(&assets.onnxruntime), &setup),
     ];
     for name in [
         "model.onnx",
@@ -85,9 +81,7 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
         "fix the file as the message says, or start from persona.toml in the repository",
     ));
     if findings.iter().all(|f| f.ok) {
-        let threads = config
-            .as_ref()
-            .map_or(1, |c| c.embedding.effective_threads());
+        let threads = config.as_ref().map_or(1, |c| c.embedding.effective_threads());
         let loaded = embed::FastEmbedder::load(&assets, threads, 32).and_then(|mut e| {
             let v = e.embed(&["hello there"])?;
             let norm = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -124,9 +118,7 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
 
 fn file_present(path: &Path) -> Result<String, String> {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_file() && m.len() > 0 => {
-            Ok(format!("{} ({} bytes)", path.display(), m.len()))
-        }
+        Ok(m) if m.is_file() && m.len() > 0 => Ok(format!("{} ({} bytes)", path.display(), m.len())),
         _ => Err(format!("missing: {}", path.display())),
     }
 }

@@ -7,9 +7,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
-};
+use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
 use sha2::{Digest, Sha256};
 
 use crate::paths::{self, Assets};
@@ -58,8 +56,7 @@ pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2 (int8 onnx)";
 /// Its dimensions.
 pub const DIMS: usize = 384;
 /// sha256 of the model file `scripts/setup-assets.sh` installs.
-pub const PINNED_MODEL_SHA256: &str =
-    "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6";
+pub const PINNED_MODEL_SHA256: &str = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6";
 /// Maximum input length in tokens.
 pub const MAX_LENGTH: usize = 256;
 
@@ -83,19 +80,17 @@ impl FastEmbedder {
             tokenizer_config_file: read_asset(&dir.join("tokenizer_config.json"))?,
         };
         let model_sha256 = hex(&Sha256::digest(&onnx));
-        let user_model =
-            UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
+        let user_model = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
             .with_max_length(MAX_LENGTH)
             .with_intra_threads(threads.max(1));
-        let model =
-            TextEmbedding::try_new_from_user_defined(user_model, options).with_context(|| {
-                format!(
-                    "loading the embedding model from `{}`; reinstall it with `{}`",
-                    dir.display(),
-                    paths::setup_command()
-                )
-            })?;
+        let model = TextEmbedding::try_new_from_user_defined(user_model, options).with_context(|| {
+            format!(
+                "loading the embedding model from `{}`; reinstall it with `{}`",
+                dir.display(),
+                paths::setup_command()
+            )
+        })?;
         let info = ModelInfo {
             model_id: MODEL_ID.into(),
             dims: DIMS,

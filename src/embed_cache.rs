@@ -74,12 +74,8 @@ impl EmbedCache {
             return Ok(());
         }
         if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| {
-                format!(
-                    "creating the embedding cache directory `{}`",
-                    parent.display()
-                )
-            })?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the embedding cache directory `{}`", parent.display()))?;
         }
         let fresh = !self.path.exists();
         let file = OpenOptions::new()
@@ -192,9 +188,7 @@ mod tests {
         cache.insert(key("a"), vec![1.0, 0.0]);
         cache.insert(key("b"), vec![0.0, 1.0]);
         cache.flush().unwrap();
-        let file = dir
-            .path()
-            .join(format!("{}.bin", model().cache_namespace()));
+        let file = dir.path().join(format!("{}.bin", model().cache_namespace()));
         let mut bytes = std::fs::read(&file).unwrap();
         bytes.extend_from_slice(&[7u8; 10]);
         std::fs::write(&file, bytes).unwrap();
@@ -213,8 +207,6 @@ mod tests {
         cache.flush().unwrap();
         let mut other = model();
         other.model_sha256 = "11".into();
-        assert!(EmbedCache::open(dir.path(), &other)
-            .get(&key("a"))
-            .is_none());
+        assert!(EmbedCache::open(dir.path(), &other).get(&key("a")).is_none());
     }
 }

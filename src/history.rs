@@ -55,9 +55,7 @@ impl HistoryStore {
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i32 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             bail!("the history database has schema version {version}, newer than this persona ({SCHEMA_VERSION}); upgrade persona");
         }
@@ -93,20 +91,17 @@ impl HistoryStore {
     pub fn load(&self, fan_id: &str) -> Result<(Vec<Message>, Option<FanProfile>)> {
         let profile: Option<Option<String>> = self
             .conn
-            .query_row("SELECT profile FROM fans WHERE id = ?1", [fan_id], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT profile FROM fans WHERE id = ?1", [fan_id], |r| r.get(0))
             .optional()?;
         let profile = match profile.flatten() {
             Some(text) => Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("reading fan `{fan_id}`'s profile"))?,
+                serde_json::from_str(&text).with_context(|| format!("reading fan `{fan_id}`'s profile"))?,
             ),
             None => None,
         };
-        let mut stmt = self.conn.prepare(
-            "SELECT from_creator, content, sent_at FROM messages WHERE fan_id = ?1 ORDER BY id",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT from_creator, content, sent_at FROM messages WHERE fan_id = ?1 ORDER BY id")?;
         let rows = stmt.query_map([fan_id], |r| {
             Ok((
                 r.get::<_, bool>(0)?,
@@ -149,19 +144,10 @@ impl HistoryStore {
         )?;
         tx.execute(
             "INSERT INTO messages (fan_id, from_creator, content, sent_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                fan_id,
-                message.from_creator,
-                message.content,
-                sent_at.to_string()
-            ],
+            params![fan_id, message.from_creator, message.content, sent_at.to_string()],
         )?;
-        tx.commit().with_context(|| {
-            format!(
-                "saving a message of fan `{fan_id}` to `{}`",
-                self.path.display()
-            )
-        })?;
+        tx.commit()
+            .with_context(|| format!("saving a message of fan `{fan_id}` to `{}`", self.path.display()))?;
         Ok(())
     }
 

@@ -67,7 +67,9 @@ impl Index {
     /// Builds an index over unit vectors; vector `i` gets id `i`.
     pub fn build(vectors: &[Vec<f32>], params: HnswParams) -> Result<Self> {
         if vectors.is_empty() {
-            bail!("there are no examples to index; the dataset needs creator replies outside the held-out set");
+            bail!(
+                "there are no examples to index; the dataset needs creator replies outside the held-out set"
+            );
         }
         if params.m == 0 || params.m > 255 {
             bail!("`index.m` must be between 1 and 255, got {}", params.m);
@@ -79,8 +81,7 @@ impl Index {
             params.ef_construction.max(1),
             DistDot {},
         );
-        let data: Vec<(&Vec<f32>, usize)> =
-            vectors.iter().enumerate().map(|(i, v)| (v, i)).collect();
+        let data: Vec<(&Vec<f32>, usize)> = vectors.iter().enumerate().map(|(i, v)| (v, i)).collect();
         hnsw.parallel_insert(&data);
         Ok(Index {
             hnsw,
@@ -98,8 +99,7 @@ impl Index {
             .map_err(|e| anyhow!("dumping the HNSW index: {e}"))?;
         let read = |ext: &str| -> Result<Vec<u8>> {
             let path = dir.path().join(format!("{name}.hnsw.{ext}"));
-            std::fs::read(&path)
-                .with_context(|| format!("reading the index dump `{}`", path.display()))
+            std::fs::read(&path).with_context(|| format!("reading the index dump `{}`", path.display()))
         };
         Ok(IndexBytes {
             graph: read("graph")?,
@@ -175,8 +175,7 @@ pub fn brute_force(vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<Hit> {
 
 fn write(dir: &Path, ext: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(format!("{BASENAME}.hnsw.{ext}"));
-    std::fs::write(&path, bytes)
-        .with_context(|| format!("writing the index to `{}`", path.display()))
+    std::fs::write(&path, bytes).with_context(|| format!("writing the index to `{}`", path.display()))
 }
 
 #[cfg(test)]
@@ -197,9 +196,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         };
-        (0..n)
-            .map(|_| unit((0..8).map(|_| next()).collect()))
-            .collect()
+        (0..n).map(|_| unit((0..8).map(|_| next()).collect())).collect()
     }
 
     #[test]

@@ -27,11 +27,7 @@ pub fn to_text(artifact: &Artifact) -> String {
         m.format_version, m.persona_version
     );
     let _ = writeln!(out, "created      {}", m.created_at);
-    let _ = writeln!(
-        out,
-        "creator      {} ({})",
-        s.creator.name, s.creator.timezone
-    );
+    let _ = writeln!(out, "creator      {} ({})", s.creator.name, s.creator.timezone);
     let _ = writeln!(
         out,
         "dataset      {} ({} conversations, {} messages, sha256 {})",

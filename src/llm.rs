@@ -41,6 +41,9 @@ pub struct Preset {
     pub key_env: Option<&'static str>,
     /// The request field for a repetition penalty, if the provider has one.
     pub penalty_field: Option<&'static str>,
+    /// Whether the server continues a trailing assistant message (llama.cpp does), so the reply
+    /// can be started with the output marker and stopped at the end of its line.
+    pub prefill: bool,
 }
 
 /// The known presets.
@@ -51,6 +54,7 @@ pub const PRESETS: &[Preset] = &[
         model: "smollm2-135m",
         key_env: None,
         penalty_field: Some("repeat_penalty"),
+        prefill: true,
     },
     Preset {
         name: "together",
@@ -58,6 +62,7 @@ pub const PRESETS: &[Preset] = &[
         model: "meta-llama/Meta-Llama-3.1-405B-Instruct-Turbo",
         key_env: Some("TOGETHER_API_KEY"),
         penalty_field: Some("repetition_penalty"),
+        prefill: false,
     },
     Preset {
         name: "openai",
@@ -65,6 +70,7 @@ pub const PRESETS: &[Preset] = &[
         model: "gpt-4o-mini",
         key_env: Some("OPENAI_API_KEY"),
         penalty_field: None,
+        prefill: false,
     },
     Preset {
         name: "ollama",
@@ -72,6 +78,7 @@ pub const PRESETS: &[Preset] = &[
         model: "llama3.1",
         key_env: None,
         penalty_field: Some("repeat_penalty"),
+        prefill: false,
     },
 ];
 
@@ -107,6 +114,8 @@ pub struct LlmSettings {
     pub timeout: Duration,
     /// Retries after the first attempt.
     pub retries: u32,
+    /// Start the reply with the output marker as a trailing assistant message.
+    pub prefill: bool,
 }
 
 impl std::fmt::Debug for LlmSettings {
@@ -138,10 +147,16 @@ impl LlmSettings {
             top_p: Some(0.7),
             repeat_penalty: preset.penalty_field.map(|_| 1.3),
             max_tokens: 120,
-            stop: vec!["[[ ## completed".into(), "\n\n".into(), "\nTHE FAN:".into()],
+            // With a prefilled marker the reply is the rest of that line.
+            stop: if preset.prefill {
+                vec!["\n".into(), "[[ ## completed".into()]
+            } else {
+                vec!["[[ ## completed".into(), "\n\n".into(), "\nTHE FAN:".into()]
+            },
             seed: None,
             timeout: Duration::from_secs(60),
             retries: 2,
+            prefill: preset.prefill,
         }
     }
 
@@ -282,15 +297,9 @@ impl LlmClient {
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport_error(url, &e))?;
+        let response = request.send().await.map_err(|e| self.transport_error(url, &e))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error(url, &e))?;
+        let text = response.text().await.map_err(|e| self.transport_error(url, &e))?;
         if !status.is_success() {
             return Err(LlmError::Status {
                 url: url.into(),
@@ -474,8 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn retries_429_then_succeeds() {
-        let (url, served) =
-            stand_in(vec![Canned::Status(429, "{}"), Canned::Status(200, OK)]).await;
+        let (url, served) = stand_in(vec![Canned::Status(429, "{}"), Canned::Status(200, OK)]).await;
         let c = client(&url, 2, 2000)
             .complete(&[ChatMessage::new("user", "hi")], 1)
             .await

@@ -33,12 +33,7 @@ fn marker(name: &str) -> String {
 pub fn system_message(signature: &Signature, creator: &str) -> String {
     let mut out = String::from("Your input fields are:\n");
     for (i, f) in signature.inputs.iter().enumerate() {
-        out.push_str(&format!(
-            "{}. `{}` (str): {}\n",
-            i + 1,
-            f.name,
-            f.description
-        ));
+        out.push_str(&format!("{}. `{}` (str): {}\n", i + 1, f.name, f.description));
     }
     out.push_str("Your output fields are:\n");
     out.push_str(&format!(
@@ -87,28 +82,30 @@ fn assistant_message(signature: &Signature, reply: &str) -> String {
     )
 }
 
-/// The whole conversation sent to the model.
+/// The whole conversation sent to the model. With `prefill`, a last assistant message opens the
+/// output field, for servers that continue it (small models then stay in the format).
 pub fn render(
     signature: &Signature,
     creator: &str,
     demos: &[Demo],
     current: &Inputs,
+    prefill: bool,
 ) -> Vec<ChatMessage> {
-    let mut messages = vec![ChatMessage::new(
-        "system",
-        system_message(signature, creator),
-    )];
+    let mut messages = vec![ChatMessage::new("system", system_message(signature, creator))];
     for demo in demos {
-        messages.push(ChatMessage::new(
-            "user",
-            user_message(signature, &demo.inputs),
-        ));
+        messages.push(ChatMessage::new("user", user_message(signature, &demo.inputs)));
         messages.push(ChatMessage::new(
             "assistant",
             assistant_message(signature, &demo.reply),
         ));
     }
     messages.push(ChatMessage::new("user", user_message(signature, current)));
+    if prefill {
+        messages.push(ChatMessage::new(
+            "assistant",
+            format!("{}\n", marker(&signature.output.name)),
+        ));
+    }
     messages
 }
 
@@ -153,11 +150,7 @@ pub fn parse_reply(answer: &str, signature: &Signature, creator: &str) -> Option
     let named = format!("{creator}:");
     loop {
         let before = reply;
-        for p in prefixes
-            .iter()
-            .copied()
-            .chain(std::iter::once(named.as_str()))
-        {
+        for p in prefixes.iter().copied().chain(std::iter::once(named.as_str())) {
             if let Some(rest) = reply.strip_prefix(p) {
                 reply = rest.trim_start();
             }
@@ -191,10 +184,13 @@ mod tests {
         }];
         let current = inputs(&[
             ("chat_history", "THE FAN: up late?"),
-            ("context", "your local time: Saturday 2026-11-28 23:40 (night, America/New_York)\n1 message so far"),
+            (
+                "context",
+                "your local time: Saturday 2026-11-28 23:40 (night, America/New_York)\n1 message so far",
+            ),
             ("fan_profile", "name: mike"),
         ]);
-        let messages = render(&signature, "Wren", &demos, &current);
+        let messages = render(&signature, "Wren", &demos, &current, false);
         let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         let expected = "\
@@ -268,21 +264,9 @@ Respond with the corresponding output fields, starting with the field `[[ ## out
                 "[[ ## output ## ]]\nhey petal",
                 Some("hey petal"),
             ),
-            (
-                "no markers",
-                "hey petal, tea time?",
-                Some("hey petal, tea time?"),
-            ),
-            (
-                "prefix chatter",
-                "Your Message: hey petal",
-                Some("hey petal"),
-            ),
-            (
-                "speaker tag and name",
-                "YOU: Wren: hi honey",
-                Some("hi honey"),
-            ),
+            ("no markers", "hey petal, tea time?", Some("hey petal, tea time?")),
+            ("prefix chatter", "Your Message: hey petal", Some("hey petal")),
+            ("speaker tag and name", "YOU: Wren: hi honey", Some("hi honey")),
             ("quoted", "\"mm hi there\"", Some("mm hi there")),
             (
                 "writes the fan's next line too",
@@ -297,11 +281,7 @@ Respond with the corresponding output fields, starting with the field `[[ ## out
             ("empty", "   ", None),
         ];
         for (name, answer, expected) in cases {
-            assert_eq!(
-                parse_reply(answer, &s, "Wren").as_deref(),
-                expected,
-                "{name}"
-            );
+            assert_eq!(parse_reply(answer, &s, "Wren").as_deref(), expected, "{name}");
         }
     }
 }

@@ -124,30 +124,17 @@ mod tests {
             ),
             (
                 "prefers another conversation among close hits",
-                vec![
-                    c(1, 0.90, 7, "one"),
-                    c(2, 0.89, 7, "two"),
-                    c(3, 0.86, 8, "three"),
-                ],
+                vec![c(1, 0.90, 7, "one"), c(2, 0.89, 7, "two"), c(3, 0.86, 8, "three")],
                 2,
                 vec![3, 1],
             ),
             (
                 "same conversation when the others are far",
-                vec![
-                    c(1, 0.90, 7, "one"),
-                    c(2, 0.89, 7, "two"),
-                    c(3, 0.40, 8, "three"),
-                ],
+                vec![c(1, 0.90, 7, "one"), c(2, 0.89, 7, "two"), c(3, 0.40, 8, "three")],
                 2,
                 vec![2, 1],
             ),
-            (
-                "fewer candidates than k",
-                vec![c(1, 0.9, 1, "a")],
-                3,
-                vec![1],
-            ),
+            ("fewer candidates than k", vec![c(1, 0.9, 1, "a")], 3, vec![1]),
             ("no candidates", vec![], 3, vec![]),
         ];
         for (name, candidates, k, expected) in cases {

@@ -45,13 +45,7 @@ fn run_compile(base: Overrides, args: CompileArgs) -> Result<ExitCode> {
     } else {
         EmbedCache::open(&paths::cache_dir().join("embeddings"), embedder.info())
     };
-    let summary = compile::run(
-        &config,
-        &args.dataset,
-        &args.output,
-        &mut embedder,
-        &mut cache,
-    )?;
+    let summary = compile::run(&config, &args.dataset, &args.output, &mut embedder, &mut cache)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &summary)?;

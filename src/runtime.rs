@@ -52,6 +52,8 @@ pub struct Turn<'a> {
     pub k: usize,
     /// Extra context notes (e.g. from the topic filter).
     pub notes: Vec<String>,
+    /// Open the reply with the output marker (see [`crate::llm::Preset::prefill`]).
+    pub prefill: bool,
 }
 
 /// A demo as reported by `--dry-run` and `--json`.
@@ -95,12 +97,8 @@ impl Persona {
         artifact
             .check_model(embedder.info())
             .with_context(|| format!("loading `{}`", path.display()))?;
-        let index = Index::from_bytes(
-            &artifact.index,
-            artifact.manifest.hnsw,
-            artifact.examples.len(),
-        )
-        .with_context(|| format!("loading the index of `{}`", path.display()))?;
+        let index = Index::from_bytes(&artifact.index, artifact.manifest.hnsw, artifact.examples.len())
+            .with_context(|| format!("loading the index of `{}`", path.display()))?;
         let tz_name = &artifact.settings.creator.timezone;
         let tz = TimeZone::get(tz_name).with_context(|| {
             format!("the artifact's creator timezone `{tz_name}` is unknown on this machine; recompile with a valid `creator.timezone`")
@@ -173,10 +171,7 @@ impl Persona {
             infos.push(DemoInfo {
                 id: hit.id,
                 score: hit.score,
-                conversation: c
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("#{}", e.conversation)),
+                conversation: c.id.clone().unwrap_or_else(|| format!("#{}", e.conversation)),
                 reply: reply.clone(),
             });
             demos.push(Demo { inputs, reply });
@@ -194,6 +189,7 @@ impl Persona {
             &settings.creator.name,
             &demos,
             &current,
+            turn.prefill,
         );
         Ok(Prepared {
             context: facts,
@@ -203,11 +199,7 @@ impl Persona {
     }
 
     /// Asks the model and parses the reply, asking again when nothing usable comes back.
-    pub async fn generate<M: ChatModel>(
-        &self,
-        model: &M,
-        prepared: &Prepared,
-    ) -> Result<Generated> {
+    pub async fn generate<M: ChatModel>(&self, model: &M, prepared: &Prepared) -> Result<Generated> {
         let settings = &self.artifact.settings;
         let mut calls = 0;
         let mut last = String::new();
@@ -215,9 +207,7 @@ impl Persona {
             calls += 1;
             let completion = model.complete(&prepared.messages, 1).await?;
             last = completion.texts.into_iter().next().unwrap_or_default();
-            if let Some(reply) =
-                prompt::parse_reply(&last, &settings.signature, &settings.creator.name)
-            {
+            if let Some(reply) = prompt::parse_reply(&last, &settings.signature, &settings.creator.name) {
                 return Ok(Generated {
                     reply,
                     attempts: calls,
@@ -238,9 +228,7 @@ pub fn check_message(text: &str) -> Result<()> {
     }
     let chars = text.chars().count();
     if chars > MAX_MESSAGE_CHARS {
-        bail!(
-            "the message has {chars} characters, over the cap of {MAX_MESSAGE_CHARS}; shorten it"
-        );
+        bail!("the message has {chars} characters, over the cap of {MAX_MESSAGE_CHARS}; shorten it");
     }
     Ok(())
 }

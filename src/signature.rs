@@ -49,8 +49,14 @@ impl Default for Signature {
                            length, casing, punctuation, emoji and pet names."
                 .into(),
             inputs: vec![
-                field(CHAT_HISTORY, "the chat history, oldest first; YOU are the creator, THE FAN is the fan"),
-                field(CONTEXT, "facts about this moment: the creator's local time, how long the chat has gone on, notes"),
+                field(
+                    CHAT_HISTORY,
+                    "the chat history, oldest first; YOU are the creator, THE FAN is the fan",
+                ),
+                field(
+                    CONTEXT,
+                    "facts about this moment: the creator's local time, how long the chat has gone on, notes",
+                ),
                 field(FAN_PROFILE, "what is known about the fan"),
             ],
             output: field(OUTPUT, "the exact text of the message you will send to the fan"),
@@ -68,8 +74,7 @@ impl Signature {
     pub fn validate(&self) -> Result<(), String> {
         if self.instructions.trim().is_empty() {
             return Err(
-                "`signature.instructions` is empty; write one or two sentences describing the task"
-                    .into(),
+                "`signature.instructions` is empty; write one or two sentences describing the task".into(),
             );
         }
         let mut names: Vec<&str> = self.inputs.iter().map(|f| f.name.as_str()).collect();

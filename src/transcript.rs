@@ -23,11 +23,7 @@ pub fn line(message: &Message) -> String {
         FAN_TAG
     };
     // Newlines inside a message would read as new speakers.
-    let content = message
-        .content
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let content = message.content.split_whitespace().collect::<Vec<_>>().join(" ");
     format!("{tag}: {content}")
 }
 
