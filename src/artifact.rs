@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Sections: manifest (JSON), settings (JSON: creator, signature, retrieval), conversations (JSON),
-//! examples (JSON), vectors (f32, examples x dims), HNSW graph and HNSW data (hnsw_rs dump files).
+//! examples (JSON), vectors (f32, examples x dims), HNSW graph and HNSW data (hnsw_rs dump files),
+//! and the compiled filter (JSON: example-phrase vectors and the training data's deflections).
 //! This module is the only one that touches the artifact file. It writes to a temporary file in
 //! the same directory and renames, and it verifies magic, version and checksum before any byte
 //! reaches hnsw_rs.
@@ -27,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Creator, Retrieval};
 use crate::dataset::{Conversation, Example};
 use crate::embed::ModelInfo;
+use crate::filter::{ExampleVectors, FilterSettings};
 use crate::index::{HnswParams, IndexBytes};
 use crate::signature::Signature;
 
@@ -44,6 +46,7 @@ const TAG_EXAMPLES: u32 = 4;
 const TAG_VECTORS: u32 = 5;
 const TAG_HNSW_GRAPH: u32 = 6;
 const TAG_HNSW_DATA: u32 = 7;
+const TAG_FILTER: u32 = 8;
 
 /// What the artifact is, readable without the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +102,19 @@ pub struct Settings {
     pub signature: Signature,
     /// Retrieval settings.
     pub retrieval: Retrieval,
+    /// The topic filter's configuration at compile time.
+    #[serde(default)]
+    pub filter: FilterSettings,
+}
+
+/// What compile derived for the filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CompiledFilter {
+    /// Vectors of the categories' example phrases, for the semantic check.
+    pub examples: ExampleVectors,
+    /// Examples whose fan message asked for a forbidden topic and whose reply is clean: the
+    /// creator's own deflections, used as the last-resort reply.
+    pub deflections: Vec<u32>,
 }
 
 /// The whole artifact in memory.
@@ -116,6 +132,8 @@ pub struct Artifact {
     pub vectors: Vec<Vec<f32>>,
     /// The HNSW graph.
     pub index: IndexBytes,
+    /// The compiled filter.
+    pub filter: CompiledFilter,
 }
 
 impl Artifact {
@@ -154,6 +172,7 @@ impl Artifact {
         section(&mut payload, TAG_VECTORS, &flat);
         section(&mut payload, TAG_HNSW_GRAPH, &self.index.graph);
         section(&mut payload, TAG_HNSW_DATA, &self.index.data);
+        section(&mut payload, TAG_FILTER, &serde_json::to_vec(&self.filter)?);
 
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         out.extend_from_slice(MAGIC);
@@ -208,6 +227,7 @@ impl Artifact {
         let mut vectors = None;
         let mut graph = None;
         let mut data = None;
+        let mut filter = CompiledFilter::default();
         let mut at = 0usize;
         while at < payload.len() {
             if payload.len() - at < 12 {
@@ -252,6 +272,7 @@ impl Artifact {
                 TAG_VECTORS => vectors = Some(body),
                 TAG_HNSW_GRAPH => graph = Some(body.to_vec()),
                 TAG_HNSW_DATA => data = Some(body.to_vec()),
+                TAG_FILTER => filter = serde_json::from_slice(body).with_context(|| json("filter"))?,
                 _ => {} // a section from a newer compatible format
             }
             at = end;
@@ -290,6 +311,9 @@ impl Artifact {
                 bail!("`{name}` is inconsistent: example {i} points outside its conversation; {rebuild}");
             }
         }
+        if let Some(bad) = filter.deflections.iter().find(|&&d| d as usize >= examples.len()) {
+            bail!("`{name}` is inconsistent: deflection {bad} is not an example; {rebuild}");
+        }
         Ok(Artifact {
             manifest,
             settings,
@@ -297,6 +321,7 @@ impl Artifact {
             examples,
             vectors,
             index,
+            filter,
         })
     }
 }
@@ -421,6 +446,7 @@ mod tests {
                 creator: Creator::default(),
                 signature: Signature::default(),
                 retrieval: Retrieval::default(),
+                filter: FilterSettings::default(),
             },
             conversations,
             examples: vec![
@@ -435,6 +461,10 @@ mod tests {
             ],
             vectors,
             index,
+            filter: CompiledFilter {
+                examples: ExampleVectors::default(),
+                deflections: vec![1],
+            },
         }
     }
 

@@ -14,11 +14,12 @@ use serde_json::json;
 use crate::cli::AskArgs;
 use crate::config::Config;
 use crate::dataset::{FanProfile, Message};
+use crate::filter::Verdict;
 use crate::history::{self, HistoryStore};
 use crate::llm::LlmClient;
 use crate::paths::Assets;
 use crate::prompt;
-use crate::runtime::{self, Persona, Prepared, Turn};
+use crate::runtime::{self, Generated, Persona, Prepared, Turn};
 
 /// Where the conversation lives during a session.
 struct Session {
@@ -73,7 +74,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     if let Some(k) = args.k {
         anyhow::ensure!((1..=32).contains(&k), "--k must be between 1 and 32, got {k}");
     }
-    let mut persona = Persona::load(
+    let persona = Persona::load(
         &args.artifact,
         &Assets::locate(),
         config.embedding.effective_threads(),
@@ -86,49 +87,58 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     let mut session = Session::open(args)?;
     let k = args.k.unwrap_or(persona.artifact.settings.retrieval.k);
 
-    let answer = |session: &mut Session,
-                  persona: &mut Persona,
-                  text: &str|
-     -> Result<(Prepared, Option<String>, u32)> {
-        let now = fixed_now.unwrap_or_else(Timestamp::now);
-        let fan_message = Message {
-            from_creator: false,
-            content: text.trim().to_string(),
-            sent_at: Some(now),
+    let answer =
+        |session: &mut Session, persona: &Persona, text: &str| -> Result<(Prepared, Option<Generated>)> {
+            let now = fixed_now.unwrap_or_else(Timestamp::now);
+            let fan_message = Message {
+                from_creator: false,
+                content: text.trim().to_string(),
+                sent_at: Some(now),
+            };
+            let mut history = session.history.clone();
+            history.push(fan_message.clone());
+            let turn = Turn {
+                history: &history,
+                fan: session.profile.as_ref(),
+                now,
+                k,
+                prefill: config.llm.prefill,
+            };
+            let prepared = persona.prepare(&turn)?;
+            if args.dry_run {
+                return Ok((prepared, None));
+            }
+            if args.show_prompt {
+                eprintln!("{}", prompt::to_text(&prepared.messages));
+                eprintln!(
+                    "filter on the fan's message: {}",
+                    describe(&prepared.input_verdict)
+                );
+            }
+            // The fan's message is kept even if the model then fails: the fan did send it.
+            session.record(fan_message)?;
+            let generated = rt.block_on(persona.generate(&client, &prepared))?;
+            if args.show_prompt {
+                for (i, v) in generated.filter.output.iter().enumerate() {
+                    eprintln!("filter on draft {}: {}", i + 1, describe(v));
+                }
+                if generated.filter.fallback {
+                    eprintln!("every draft was blocked; replying with a deflection from the training data");
+                }
+            }
+            let reply_at = fixed_now.unwrap_or_else(Timestamp::now);
+            session.record(Message {
+                from_creator: true,
+                content: generated.reply.clone(),
+                sent_at: Some(reply_at),
+            })?;
+            Ok((prepared, Some(generated)))
         };
-        let mut history = session.history.clone();
-        history.push(fan_message.clone());
-        let turn = Turn {
-            history: &history,
-            fan: session.profile.as_ref(),
-            now,
-            k,
-            notes: Vec::new(),
-            prefill: config.llm.prefill,
-        };
-        let prepared = persona.prepare(&turn)?;
-        if args.dry_run {
-            return Ok((prepared, None, 0));
-        }
-        if args.show_prompt {
-            eprintln!("{}", prompt::to_text(&prepared.messages));
-        }
-        // The fan's message is kept even if the model then fails: the fan did send it.
-        session.record(fan_message)?;
-        let generated = rt.block_on(persona.generate(&client, &prepared))?;
-        let reply_at = fixed_now.unwrap_or_else(Timestamp::now);
-        session.record(Message {
-            from_creator: true,
-            content: generated.reply.clone(),
-            sent_at: Some(reply_at),
-        })?;
-        Ok((prepared, Some(generated.reply), generated.attempts))
-    };
 
     let mut out = std::io::stdout().lock();
     if let Some(message) = &args.message {
-        let (prepared, reply, attempts) = answer(&mut session, &mut persona, message)?;
-        print_answer(&mut out, args, &prepared, reply.as_deref(), attempts)?;
+        let (prepared, generated) = answer(&mut session, &persona, message)?;
+        print_answer(&mut out, args, &prepared, generated.as_ref())?;
         return Ok(());
     }
 
@@ -165,12 +175,12 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
             eprintln!("error: {e:#}");
             continue;
         }
-        match answer(&mut session, &mut persona, text) {
-            Ok((prepared, reply, attempts)) => {
+        match answer(&mut session, &persona, text) {
+            Ok((prepared, generated)) => {
                 last_prompt = Some(prompt::to_text(&prepared.messages));
-                match reply {
-                    Some(reply) if !args.json => writeln!(out, "{creator}> {reply}")?,
-                    _ => print_answer(&mut out, args, &prepared, reply.as_deref(), attempts)?,
+                match &generated {
+                    Some(g) if !args.json => writeln!(out, "{creator}> {}", g.reply)?,
+                    _ => print_answer(&mut out, args, &prepared, generated.as_ref())?,
                 }
                 out.flush()?;
             }
@@ -184,17 +194,20 @@ fn print_answer(
     out: &mut impl Write,
     args: &AskArgs,
     prepared: &Prepared,
-    reply: Option<&str>,
-    attempts: u32,
+    generated: Option<&Generated>,
 ) -> Result<()> {
-    let demos: Vec<_> = prepared
-        .demos
-        .iter()
-        .map(|d| json!({"id": d.id, "score": d.score, "conversation": d.conversation, "reply": d.reply}))
-        .collect();
     if args.json {
-        let mut value =
-            json!({"reply": reply, "demos": demos, "context": prepared.context, "attempts": attempts});
+        let mut value = json!({
+            "reply": generated.map(|g| &g.reply),
+            "demos": prepared.demos,
+            "context": prepared.context,
+            "attempts": generated.map_or(0, |g| g.filter.attempts),
+            "calls": generated.map_or(0, |g| g.calls),
+            "filter": match generated {
+                Some(g) => json!(g.filter),
+                None => json!({"input": prepared.input_verdict}),
+            },
+        });
         if args.dry_run || args.show_prompt {
             value["prompt"] = json!(prepared.messages);
         }
@@ -214,9 +227,21 @@ fn print_answer(
             "context:\n  {}",
             prepared.context.render().replace('\n', "\n  ")
         )?;
+        writeln!(
+            out,
+            "filter on the fan's message: {}",
+            describe(&prepared.input_verdict)
+        )?;
         writeln!(out, "{}", prompt::to_text(&prepared.messages))?;
-    } else if let Some(reply) = reply {
-        writeln!(out, "{reply}")?;
+    } else if let Some(g) = generated {
+        writeln!(out, "{}", g.reply)?;
     }
     Ok(())
+}
+
+fn describe(v: &Verdict) -> String {
+    match &v.category {
+        Some(c) if v.blocked => format!("blocked: {c} ({})", v.reason),
+        _ => "clean".into(),
+    }
 }

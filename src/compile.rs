@@ -11,11 +11,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::artifact::{self, Artifact, DatasetInfo, Heldout, Manifest, Settings};
+use crate::artifact::{self, Artifact, CompiledFilter, DatasetInfo, Heldout, Manifest, Settings};
 use crate::config::Config;
 use crate::dataset;
 use crate::embed::{hex, Embedder};
 use crate::embed_cache::{embed_with_cache, EmbedCache};
+use crate::filter::Filter;
 use crate::index::Index;
 use crate::transcript;
 
@@ -38,6 +39,8 @@ pub struct Summary {
     pub duplicates_dropped: usize,
     /// Conversations held out for eval.
     pub heldout_conversations: usize,
+    /// Creator replies that deflect a request the filter blocks (the fallback replies).
+    pub deflections: usize,
     /// Wall time of the whole compile.
     pub seconds: f64,
 }
@@ -118,17 +121,25 @@ pub fn run(
             conversations: heldout.clone(),
         },
     };
+    let mut filter = Filter::new(config.filter.clone())?;
+    filter.embed_examples(embedder)?;
+    let deflections = deflections(&filter, &conversations, &examples);
     let compiled = Artifact {
         manifest,
         settings: Settings {
             creator: config.creator.clone(),
             signature: config.signature.clone(),
             retrieval: config.retrieval,
+            filter: config.filter.clone(),
         },
         conversations,
         examples,
         vectors,
         index: index.to_bytes()?,
+        filter: CompiledFilter {
+            examples: filter.examples().clone(),
+            deflections,
+        },
     };
     artifact::write(output, &compiled)?;
     Ok(Summary {
@@ -140,8 +151,32 @@ pub fn run(
         cached: compiled.examples.len() - embedded,
         duplicates_dropped: duplicates,
         heldout_conversations: heldout.len(),
+        deflections: compiled.filter.deflections.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The examples where the fan asked for something the filter blocks and the creator's reply is
+/// clean: the creator's own deflections. Lexical checks only, so this costs no embedding.
+fn deflections(
+    filter: &Filter,
+    conversations: &[dataset::Conversation],
+    examples: &[dataset::Example],
+) -> Vec<u32> {
+    examples
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            let messages = &conversations[e.conversation as usize].messages[..=e.turn as usize];
+            let Some((reply, before)) = messages.split_last() else {
+                return false;
+            };
+            let asked = before.iter().rev().find(|m| !m.from_creator);
+            asked.is_some_and(|m| filter.check_lexical(&m.content).blocked)
+                && !filter.check_lexical(&reply.content).blocked
+        })
+        .map(|(i, _)| i as u32)
+        .collect()
 }
 
 fn check_output_dir(output: &Path) -> Result<()> {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::filter::{FilterFile, FilterSettings};
 use crate::index::HnswParams;
 use crate::llm::{self, LlmSettings, PRESETS};
 use crate::signature::Signature;
@@ -116,6 +117,8 @@ pub struct Config {
     pub compile: Compile,
     /// The LLM endpoint and sampling settings.
     pub llm: LlmSettings,
+    /// The topic filter.
+    pub filter: FilterSettings,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -136,10 +139,8 @@ struct FileConfig {
     compile: Compile,
     #[serde(default)]
     llm: Option<LlmFile>,
-    /// Read by the filter settings.
-    #[allow(dead_code)]
     #[serde(default)]
-    filter: Option<toml::Value>,
+    filter: Option<FilterFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,8 +226,18 @@ impl Config {
             None => (FileConfig::default(), None),
         };
         let llm_file = file.llm.take().unwrap_or_default();
+        let filter = file
+            .filter
+            .take()
+            .unwrap_or_default()
+            .resolve()
+            .map_err(|e| match &source {
+                Some(p) => e.context(format!("in the configuration `{}`", p.display())),
+                None => e,
+            })?;
         let mut config = Config::from_file(file, source);
         config.llm = resolve_llm(llm_file, overrides)?;
+        config.filter = filter;
         if let Some(tz) = env("PERSONA_TIMEZONE") {
             config.creator.timezone = tz;
         }
@@ -263,6 +274,7 @@ impl Config {
             index,
             compile: file.compile,
             llm: LlmSettings::from_preset(&PRESETS[0]),
+            filter: FilterSettings::default(),
             source,
         }
     }

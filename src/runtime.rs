@@ -1,13 +1,16 @@
-//! The loaded persona: artifact, index and embedder, and the answer pipeline over them.
+//! The loaded persona: artifact, index, embedder and filter, and the answer pipeline over them.
 //!
-//! `prepare` runs the pure stages for one fan turn (context facts, query embedding, demo
-//! selection, prompt rendering); `generate` asks the chat model and parses the reply, asking
-//! again when the model returns nothing usable. Nothing from compile is redone here: only the
-//! incoming conversation is embedded. Shared by `ask` now and `serve` / `eval` later.
+//! `prepare` runs the stages before the model for one fan turn: the input filter (a context note
+//! when the fan asks for a forbidden topic), context facts, query embedding, demo selection and
+//! prompt rendering. `generate` hands the prompt to the refine loop, which checks every draft
+//! with the output filter. Nothing from compile is redone here: only the incoming conversation
+//! is embedded. Shared by `ask`, `serve` and `eval`; every method takes `&self`, so one loaded
+//! persona can serve concurrent requests.
 
 use std::path::Path;
+use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -15,11 +18,13 @@ use serde::Serialize;
 use crate::artifact::{self, Artifact};
 use crate::context::{self, Facts};
 use crate::dataset::{FanProfile, Message, MAX_MESSAGE_CHARS};
-use crate::embed::{Embedder, FastEmbedder};
+use crate::embed::{dot, Embedder, FastEmbedder};
+use crate::filter::{Filter, Verdict};
 use crate::index::Index;
 use crate::llm::{ChatMessage, ChatModel};
 use crate::paths::Assets;
 use crate::prompt::{self, Demo, Inputs};
+use crate::refine::{self, FilterReport, Refine};
 use crate::retrieve::{self, Candidate};
 use crate::signature::{CHAT_HISTORY, CONTEXT, FAN_PROFILE};
 use crate::transcript;
@@ -27,15 +32,13 @@ use crate::transcript;
 /// Messages of the current conversation shown in the prompt.
 pub const PROMPT_HISTORY_MESSAGES: usize = 12;
 
-/// Times the model is asked again when its answer holds no usable reply.
-pub const REPLY_ATTEMPTS: u32 = 3;
-
 /// A compiled persona, ready to answer.
 pub struct Persona {
     /// The artifact.
     pub artifact: Artifact,
     index: Index,
-    embedder: FastEmbedder,
+    embedder: Mutex<FastEmbedder>,
+    filter: Filter,
     tz: TimeZone,
 }
 
@@ -50,8 +53,6 @@ pub struct Turn<'a> {
     pub now: Timestamp,
     /// Demos wanted.
     pub k: usize,
-    /// Extra context notes (e.g. from the topic filter).
-    pub notes: Vec<String>,
     /// Open the reply with the output marker (see [`crate::llm::Preset::prefill`]).
     pub prefill: bool,
 }
@@ -76,21 +77,33 @@ pub struct Prepared {
     pub context: Facts,
     /// The demos, nearest last.
     pub demos: Vec<DemoInfo>,
+    /// The filter's verdict on the fan's message.
+    pub input_verdict: Verdict,
     /// The rendered prompt.
     pub messages: Vec<ChatMessage>,
+    #[serde(skip)]
+    demo_inputs: Vec<Demo>,
+    #[serde(skip)]
+    current: Inputs,
+    #[serde(skip)]
+    query: Vec<f32>,
+    #[serde(skip)]
+    prefill: bool,
 }
 
-/// The model's reply.
+/// The reply and how it was reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct Generated {
-    /// The parsed reply.
+    /// The reply; it passed the filter.
     pub reply: String,
     /// Model calls made.
-    pub attempts: u32,
+    pub calls: u32,
+    /// The filter's verdicts.
+    pub filter: FilterReport,
 }
 
 impl Persona {
-    /// Loads and verifies an artifact, the embedding model and the index.
+    /// Loads and verifies an artifact, the embedding model, the index and the filter.
     pub fn load(path: &Path, assets: &Assets, threads: usize) -> Result<Self> {
         let artifact = artifact::read(path)?;
         let embedder = FastEmbedder::load(assets, threads, 32)?;
@@ -103,10 +116,14 @@ impl Persona {
         let tz = TimeZone::get(tz_name).with_context(|| {
             format!("the artifact's creator timezone `{tz_name}` is unknown on this machine; recompile with a valid `creator.timezone`")
         })?;
+        let filter = Filter::new(artifact.settings.filter.clone())
+            .with_context(|| format!("loading the filter of `{}`", path.display()))?
+            .with_examples(artifact.filter.examples.clone());
         Ok(Persona {
             artifact,
             index,
-            embedder,
+            embedder: Mutex::new(embedder),
+            filter,
             tz,
         })
     }
@@ -116,21 +133,60 @@ impl Persona {
         &self.artifact.settings.creator.name
     }
 
-    /// Runs the stages before the model: context, retrieval, rendering.
-    pub fn prepare(&mut self, turn: &Turn<'_>) -> Result<Prepared> {
+    /// The filter in use.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Embeds texts with the persona's model.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut embedder = self
+            .embedder
+            .lock()
+            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
+        embedder.embed(texts)
+    }
+
+    /// Checks a text with every filter stage.
+    pub fn check(&self, text: &str) -> Result<Verdict> {
+        let mut embedder = self
+            .embedder
+            .lock()
+            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
+        self.filter.check(text, Some(&mut *embedder))
+    }
+
+    /// Runs the stages before the model: input filter, context, retrieval, rendering.
+    pub fn prepare(&self, turn: &Turn<'_>) -> Result<Prepared> {
         let settings = &self.artifact.settings;
         let tz_name = settings.creator.timezone.clone();
         let mut facts = context::facts(turn.history, turn.fan, &self.tz, &tz_name, turn.now);
-        facts.notes.extend(turn.notes.iter().cloned());
+
+        let fan_text = turn
+            .history
+            .last()
+            .filter(|m| !m.from_creator)
+            .map_or("", |m| m.content.as_str());
+        let input_verdict = self.check(fan_text)?;
+        if input_verdict.blocked && settings.filter.input_note {
+            let about = input_verdict
+                .category
+                .as_deref()
+                .and_then(|c| self.filter.description(c))
+                .unwrap_or("a forbidden topic");
+            facts.notes.push(format!(
+                "the fan's last message asks for {about}; never agree to it and never name another app, \
+                 a handle, a number or a place: deflect playfully in your own voice and keep the chat here"
+            ));
+        }
 
         let window = settings.retrieval.context_messages;
-        let query = transcript::embedding_text(turn.history, window);
-        let vector = self
-            .embedder
-            .embed(&[query.as_str()])?
+        let query_text = transcript::embedding_text(turn.history, window);
+        let query = self
+            .embed(&[query_text.as_str()])?
             .pop()
             .context("the embedding model returned nothing")?;
-        let hits = self.index.search(&vector, turn.k * retrieve::OVERFETCH);
+        let hits = self.index.search(&query, turn.k * retrieve::OVERFETCH);
         let candidates: Vec<Candidate> = hits
             .iter()
             .filter_map(|h| {
@@ -143,18 +199,19 @@ impl Persona {
                 })
             })
             .collect();
-        let chosen = retrieve::select(&candidates, turn.k);
 
+        let mut demo_inputs = Vec::new();
         let mut demos = Vec::new();
-        let mut infos = Vec::new();
-        for hit in chosen {
+        for hit in retrieve::select(&candidates, turn.k) {
             let e = self.artifact.examples[hit.id];
             let c = &self.artifact.conversations[e.conversation as usize];
             let turn_at = e.turn as usize;
             let before = &c.messages[..turn_at];
-            let shown = &before[before.len().saturating_sub(window)..];
             let mut inputs = Inputs::new();
-            inputs.insert(CHAT_HISTORY.into(), transcript::history_text(shown));
+            inputs.insert(
+                CHAT_HISTORY.into(),
+                transcript::history_text(&before[before.len().saturating_sub(window)..]),
+            );
             if let Some(at) = c.messages[turn_at]
                 .sent_at
                 .or_else(|| before.last().and_then(|m| m.sent_at))
@@ -168,13 +225,13 @@ impl Persona {
                 inputs.insert(FAN_PROFILE.into(), profile);
             }
             let reply = c.messages[turn_at].content.clone();
-            infos.push(DemoInfo {
+            demos.push(DemoInfo {
                 id: hit.id,
                 score: hit.score,
                 conversation: c.id.clone().unwrap_or_else(|| format!("#{}", e.conversation)),
                 reply: reply.clone(),
             });
-            demos.push(Demo { inputs, reply });
+            demo_inputs.push(Demo { inputs, reply });
         }
 
         let shown = &turn.history[turn.history.len().saturating_sub(PROMPT_HISTORY_MESSAGES)..];
@@ -184,40 +241,100 @@ impl Persona {
         if let Some(profile) = &facts.fan_profile {
             current.insert(FAN_PROFILE.into(), profile.clone());
         }
-        let messages = prompt::render(
+        let mut prepared = Prepared {
+            context: facts,
+            demos,
+            input_verdict,
+            messages: Vec::new(),
+            demo_inputs,
+            current,
+            query,
+            prefill: turn.prefill,
+        };
+        prepared.messages = self.render(&prepared, &[]);
+        Ok(prepared)
+    }
+
+    /// The prompt for a prepared turn, with refine hints added to the context field.
+    fn render(&self, prepared: &Prepared, hints: &[String]) -> Vec<ChatMessage> {
+        let settings = &self.artifact.settings;
+        let mut current = prepared.current.clone();
+        if !hints.is_empty() {
+            let context = current.entry(CONTEXT.into()).or_default();
+            for hint in hints {
+                context.push('\n');
+                context.push_str(hint);
+            }
+        }
+        prompt::render(
             &settings.signature,
             &settings.creator.name,
-            &demos,
+            &prepared.demo_inputs,
             &current,
-            turn.prefill,
-        );
-        Ok(Prepared {
-            context: facts,
-            demos: infos,
-            messages,
+            prepared.prefill,
+        )
+    }
+
+    /// Asks the model, checks every draft with the filter, and falls back to one of the creator's
+    /// own deflections when every draft is blocked.
+    pub async fn generate<M: ChatModel>(&self, model: &M, prepared: &Prepared) -> Result<Generated> {
+        let settings = &self.artifact.settings;
+        let prompt = |hints: &[String]| self.render(prepared, hints);
+        let parse = |answer: &str| prompt::parse_reply(answer, &settings.signature, &settings.creator.name);
+        let mut check = |text: &str| self.check(text);
+        let attempts = if settings.filter.enabled {
+            settings.filter.attempts
+        } else {
+            1
+        };
+        let outcome = refine::run(
+            model,
+            Refine {
+                attempts,
+                prompt: &prompt,
+                parse: &parse,
+                check: &mut check,
+                fallbacks: self.fallbacks(&prepared.query),
+                input: prepared.input_verdict.clone(),
+            },
+        )
+        .await?;
+        Ok(Generated {
+            reply: outcome.reply,
+            calls: outcome.calls,
+            filter: outcome.filter,
         })
     }
 
-    /// Asks the model and parses the reply, asking again when nothing usable comes back.
-    pub async fn generate<M: ChatModel>(&self, model: &M, prepared: &Prepared) -> Result<Generated> {
-        let settings = &self.artifact.settings;
-        let mut calls = 0;
-        let mut last = String::new();
-        while calls < REPLY_ATTEMPTS {
-            calls += 1;
-            let completion = model.complete(&prepared.messages, 1).await?;
-            last = completion.texts.into_iter().next().unwrap_or_default();
-            if let Some(reply) = prompt::parse_reply(&last, &settings.signature, &settings.creator.name) {
-                return Ok(Generated {
-                    reply,
-                    attempts: calls,
-                });
-            }
-        }
-        bail!(
-            "the LLM gave no usable reply in {calls} attempts (last answer: `{}`); try another model or raise `[llm] max_tokens`",
-            last.chars().take(120).collect::<String>()
-        )
+    /// Fallback replies, best first: the creator's deflections nearest to the query, then the
+    /// configured ones.
+    fn fallbacks(&self, query: &[f32]) -> Vec<String> {
+        let mut scored: Vec<(f32, u32)> = self
+            .artifact
+            .filter
+            .deflections
+            .iter()
+            .filter_map(|&d| self.artifact.vectors.get(d as usize).map(|v| (dot(v, query), d)))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut out: Vec<String> = scored
+            .into_iter()
+            .take(5)
+            .filter_map(|(_, d)| {
+                let e = self.artifact.examples.get(d as usize)?;
+                Some(
+                    self.artifact
+                        .conversations
+                        .get(e.conversation as usize)?
+                        .messages
+                        .get(e.turn as usize)?
+                        .content
+                        .clone(),
+                )
+            })
+            .collect();
+        out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
+        out
     }
 }
 

@@ -90,7 +90,9 @@ fn a_fan_session_remembers_the_first_run() {
         "{second}"
     );
     let prompt = second["prompt"].as_array().unwrap();
-    let last = prompt.iter().rev().find(|m| m["role"] == "user").unwrap()["content"].as_str().unwrap();
+    let last = prompt.iter().rev().find(|m| m["role"] == "user").unwrap()["content"]
+        .as_str()
+        .unwrap();
     assert!(last.contains("THE FAN: hi wren, mike here from ohio"), "{last}");
     let flat_reply = first_reply.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(

@@ -1,0 +1,613 @@
+//! The topic filter: categories of forbidden topics, and the matcher that finds them.
+//!
+//! Owns the category configuration (defaults in `filter_defaults.toml`, overridable from
+//! `persona.toml`, compiled into the artifact) and [`Filter::check`], which runs, in order:
+//! word-boundary lexicon matching on normalized text (aho-corasick, with allow-list spans masked
+//! out first), built-in detectors for handles, links, phone numbers and emails, the category's
+//! own regular expressions, and a semantic check of each sentence against the category's example
+//! phrases with the embedding model. Normalization lives in `normalize`; what `ask` does with a
+//! verdict lives in `runtime`.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::embed::{dot, Embedder};
+use crate::normalize::{digits_from_words, fold, normalize};
+
+/// The default categories, shipped with persona.
+pub const DEFAULTS_TOML: &str = include_str!("filter_defaults.toml");
+
+/// The semantic threshold when none is configured: calibrated on `eval/filter_labelled.jsonl`
+/// with `persona check --calibrate` (see the README).
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.72;
+
+/// A built-in pattern detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Detector {
+    /// `@name` handles.
+    Handle,
+    /// URLs and domains.
+    Link,
+    /// Phone numbers, in digits or number words.
+    Phone,
+    /// Email addresses.
+    Email,
+}
+
+/// One forbidden topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Category {
+    /// Name reported in verdicts, e.g. `social_platform`.
+    pub name: String,
+    /// What the category covers, quoted in prompt notes.
+    pub description: String,
+    /// Built-in detectors to run.
+    #[serde(default)]
+    pub detectors: Vec<Detector>,
+    /// Terms that block, matched on word boundaries after normalization.
+    #[serde(default)]
+    pub block: Vec<String>,
+    /// Terms whose spans are exempt from matching.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Regular expressions over the normalized text.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Example phrases for the semantic check.
+    #[serde(default)]
+    pub examples: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct DefaultsFile {
+    categories: Vec<Category>,
+}
+
+/// The filter's settings, as resolved from defaults and `persona.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterSettings {
+    /// Whether the filter stages run at all.
+    pub enabled: bool,
+    /// Generation attempts before falling back to a deflection from the training data.
+    pub attempts: u32,
+    /// Whether the fan's message gets a context note when it asks for a forbidden topic.
+    pub input_note: bool,
+    /// Whether the semantic check runs.
+    pub semantic: bool,
+    /// Cosine similarity at or above which a sentence is blocked by the semantic check.
+    pub semantic_threshold: f32,
+    /// Replies used when the training data has no clean deflection to fall back to.
+    pub fallbacks: Vec<String>,
+    /// The categories.
+    pub categories: Vec<Category>,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        // The shipped defaults are part of the binary and covered by tests; an error here is a
+        // build defect, so it is reported as an empty category list plus a failing test.
+        let categories = toml::from_str::<DefaultsFile>(DEFAULTS_TOML)
+            .map(|d| d.categories)
+            .unwrap_or_default();
+        FilterSettings {
+            enabled: true,
+            attempts: 3,
+            input_note: true,
+            semantic: true,
+            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
+            fallbacks: vec![
+                "mm let's keep it right here, just you and me... this little corner is where i'm all yours"
+                    .into(),
+            ],
+            categories,
+        }
+    }
+}
+
+/// The `[filter]` section of `persona.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterFile {
+    enabled: Option<bool>,
+    attempts: Option<u32>,
+    input_note: Option<bool>,
+    semantic: Option<bool>,
+    semantic_threshold: Option<f32>,
+    fallbacks: Option<Vec<String>>,
+    /// Default categories to drop.
+    #[serde(default)]
+    remove: Vec<String>,
+    /// Categories to add, or to replace the default of the same name.
+    #[serde(default)]
+    categories: Vec<Category>,
+}
+
+impl FilterFile {
+    /// Applies the file over the defaults.
+    pub fn resolve(self) -> Result<FilterSettings> {
+        let mut s = FilterSettings::default();
+        s.enabled = self.enabled.unwrap_or(s.enabled);
+        s.attempts = self.attempts.unwrap_or(s.attempts);
+        s.input_note = self.input_note.unwrap_or(s.input_note);
+        s.semantic = self.semantic.unwrap_or(s.semantic);
+        s.semantic_threshold = self.semantic_threshold.unwrap_or(s.semantic_threshold);
+        s.fallbacks = self.fallbacks.unwrap_or(s.fallbacks);
+        for name in &self.remove {
+            if !s.categories.iter().any(|c| &c.name == name) {
+                bail!("`filter.remove` names `{name}`, which is not a category; the defaults are social_platform and in_person_meeting");
+            }
+            s.categories.retain(|c| &c.name != name);
+        }
+        for category in self.categories {
+            match s.categories.iter_mut().find(|c| c.name == category.name) {
+                Some(existing) => *existing = category,
+                None => s.categories.push(category),
+            }
+        }
+        if s.attempts == 0 || s.attempts > 10 {
+            bail!("`filter.attempts` must be between 1 and 10, got {}", s.attempts);
+        }
+        if !(0.0..=1.0).contains(&s.semantic_threshold) {
+            bail!(
+                "`filter.semantic_threshold` must be between 0 and 1, got {}",
+                s.semantic_threshold
+            );
+        }
+        Ok(s)
+    }
+}
+
+/// The outcome of checking one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Whether the text is blocked.
+    pub blocked: bool,
+    /// The category that blocked it.
+    pub category: Option<String>,
+    /// Why: the stage and what matched.
+    pub reason: String,
+}
+
+impl Verdict {
+    fn clean() -> Self {
+        Verdict {
+            blocked: false,
+            category: None,
+            reason: "clean".into(),
+        }
+    }
+
+    fn blocked(category: &str, reason: String) -> Self {
+        Verdict {
+            blocked: true,
+            category: Some(category.into()),
+            reason,
+        }
+    }
+}
+
+/// Vectors of the categories' example phrases, computed at compile time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExampleVectors {
+    /// (category index, example index, unit vector).
+    pub vectors: Vec<(usize, usize, Vec<f32>)>,
+}
+
+/// A compiled filter.
+pub struct Filter {
+    settings: FilterSettings,
+    block: Option<AhoCorasick>,
+    block_terms: Vec<(usize, String)>,
+    allow: Option<AhoCorasick>,
+    patterns: Vec<(usize, Regex)>,
+    examples: ExampleVectors,
+    handle: Regex,
+    link: Regex,
+    email: Regex,
+    phone: Regex,
+}
+
+impl Filter {
+    /// Compiles the matchers; an invalid pattern is an error naming its category.
+    pub fn new(settings: FilterSettings) -> Result<Self> {
+        let mut block_terms = Vec::new();
+        let mut allow_terms = Vec::new();
+        let mut patterns = Vec::new();
+        for (i, c) in settings.categories.iter().enumerate() {
+            for t in &c.block {
+                let n = normalize(t);
+                if !n.is_empty() {
+                    block_terms.push((i, n));
+                }
+            }
+            allow_terms.extend(c.allow.iter().map(|t| normalize(t)).filter(|t| !t.is_empty()));
+            for p in &c.patterns {
+                let re = Regex::new(p).with_context(|| {
+                    format!(
+                        "invalid regular expression `{p}` in filter category `{}`; fix it in persona.toml",
+                        c.name
+                    )
+                })?;
+                patterns.push((i, re));
+            }
+        }
+        let build = |terms: &[&str]| -> Result<Option<AhoCorasick>> {
+            if terms.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(terms)?,
+            ))
+        };
+        let block = build(&block_terms.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>())?;
+        let allow = build(&allow_terms.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let re = |p: &str| Regex::new(p).context("a built-in filter pattern");
+        Ok(Filter {
+            settings,
+            block,
+            block_terms,
+            allow,
+            patterns,
+            examples: ExampleVectors::default(),
+            handle: re(r"(?:^|[^\w.@])@[a-z0-9_][a-z0-9_.]{2,}")?,
+            link: re(
+                r"(?:https?://|www\.)\S+|\b[a-z0-9][a-z0-9-]*\.(?:com|net|org|io|me|ly|link|gg|app|co|tv|xyz|page|bio|ee|to|social|fans|chat)\b(?:/\S*)?",
+            )?,
+            email: re(r"[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}")?,
+            phone: re(r"\+?\(?\d(?:[\s().\-]{0,2}\d){6,14}")?,
+        })
+    }
+
+    /// Embeds the categories' example phrases for the semantic check.
+    pub fn embed_examples(&mut self, embedder: &mut dyn Embedder) -> Result<()> {
+        let mut owners = Vec::new();
+        let mut texts = Vec::new();
+        for (i, c) in self.settings.categories.iter().enumerate() {
+            for (j, e) in c.examples.iter().enumerate() {
+                owners.push((i, j));
+                texts.push(e.as_str());
+            }
+        }
+        let vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            embedder.embed(&texts)?
+        };
+        self.examples = ExampleVectors {
+            vectors: owners
+                .into_iter()
+                .zip(vectors)
+                .map(|((i, j), v)| (i, j, v))
+                .collect(),
+        };
+        Ok(())
+    }
+
+    /// Uses example vectors computed earlier (from the artifact).
+    pub fn with_examples(mut self, examples: ExampleVectors) -> Self {
+        self.examples = examples;
+        self
+    }
+
+    /// The example vectors, for the artifact.
+    pub fn examples(&self) -> &ExampleVectors {
+        &self.examples
+    }
+
+    /// The settings this filter was built from.
+    pub fn settings(&self) -> &FilterSettings {
+        &self.settings
+    }
+
+    /// The lexicon, detector and pattern stages only: no model needed.
+    pub fn check_lexical(&self, text: &str) -> Verdict {
+        if !self.settings.enabled {
+            return Verdict::clean();
+        }
+        let normalized = self.mask_allowed(&normalize(text));
+        if let Some(ac) = &self.block {
+            for m in ac.find_overlapping_iter(&normalized) {
+                if on_word_boundaries(&normalized, m.start(), m.end()) {
+                    let (cat, term) = &self.block_terms[m.pattern().as_usize()];
+                    let name = &self.settings.categories[*cat].name;
+                    return Verdict::blocked(name, format!("mentions `{term}`"));
+                }
+            }
+        }
+        let folded = fold(text);
+        for c in &self.settings.categories {
+            for d in &c.detectors {
+                if let Some(found) = self.detect(*d, &folded, &normalized) {
+                    return Verdict::blocked(&c.name, found);
+                }
+            }
+        }
+        for (i, re) in &self.patterns {
+            if let Some(m) = re.find(&normalized) {
+                let name = &self.settings.categories[*i].name;
+                return Verdict::blocked(name, format!("matches `{}`", m.as_str()));
+            }
+        }
+        Verdict::clean()
+    }
+
+    /// Every stage; the semantic one runs when the filter has example vectors and an embedder.
+    pub fn check(&self, text: &str, embedder: Option<&mut dyn Embedder>) -> Result<Verdict> {
+        let lexical = self.check_lexical(text);
+        if lexical.blocked
+            || !self.settings.enabled
+            || !self.settings.semantic
+            || self.examples.vectors.is_empty()
+        {
+            return Ok(lexical);
+        }
+        let Some(embedder) = embedder else {
+            return Ok(lexical);
+        };
+        let sentences = sentences(text);
+        if sentences.is_empty() {
+            return Ok(lexical);
+        }
+        let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+        let vectors = embedder.embed(&refs)?;
+        let mut best: Option<(f32, usize, usize)> = None;
+        for v in &vectors {
+            for (cat, ex, e) in &self.examples.vectors {
+                let score = dot(v, e);
+                if best.is_none_or(|b| score > b.0) {
+                    best = Some((score, *cat, *ex));
+                }
+            }
+        }
+        match best {
+            Some((score, cat, ex)) if score >= self.settings.semantic_threshold => {
+                let c = &self.settings.categories[cat];
+                Ok(Verdict::blocked(
+                    &c.name,
+                    format!("reads like `{}` (similarity {score:.2})", c.examples[ex]),
+                ))
+            }
+            _ => Ok(lexical),
+        }
+    }
+
+    /// The highest semantic similarity of any sentence to any example, for calibration.
+    pub fn semantic_score(&self, text: &str, embedder: &mut dyn Embedder) -> Result<f32> {
+        let sentences = sentences(text);
+        let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+        if refs.is_empty() {
+            return Ok(0.0);
+        }
+        let vectors = embedder.embed(&refs)?;
+        Ok(vectors
+            .iter()
+            .flat_map(|v| self.examples.vectors.iter().map(move |(_, _, e)| dot(v, e)))
+            .fold(f32::MIN, f32::max))
+    }
+
+    /// The description of a category, for prompt notes.
+    pub fn description(&self, category: &str) -> Option<&str> {
+        self.settings
+            .categories
+            .iter()
+            .find(|c| c.name == category)
+            .map(|c| c.description.as_str())
+    }
+
+    fn mask_allowed(&self, normalized: &str) -> String {
+        let Some(ac) = &self.allow else {
+            return normalized.to_string();
+        };
+        let mut bytes = normalized.as_bytes().to_vec();
+        for m in ac.find_overlapping_iter(normalized) {
+            if on_word_boundaries(normalized, m.start(), m.end()) {
+                for b in &mut bytes[m.start()..m.end()] {
+                    // Blank whole characters: a UTF-8 sequence becomes that many spaces.
+                    *b = b' ';
+                }
+            }
+        }
+        String::from_utf8(bytes).unwrap_or_else(|_| normalized.to_string())
+    }
+
+    fn detect(&self, detector: Detector, folded: &str, normalized: &str) -> Option<String> {
+        match detector {
+            // Reasons name the kind of detail, never the detail itself: verdicts are shown to users.
+            Detector::Handle => self.handle.is_match(folded).then(|| "has an @handle".to_string()),
+            Detector::Email => self
+                .email
+                .is_match(folded)
+                .then(|| "has an email address".to_string()),
+            Detector::Link => self
+                .link
+                .find_iter(folded)
+                .any(|m| !m.as_str().contains("onlyfans"))
+                .then(|| "has a link or domain".to_string()),
+            Detector::Phone => {
+                let spelled = digits_from_words(folded);
+                let found = [folded, spelled.as_str(), normalized].into_iter().find_map(|t| {
+                    self.phone
+                        .find_iter(t)
+                        .map(|m| m.as_str().trim().to_string())
+                        .find(|m| looks_like_phone(m))
+                });
+                found.map(|_| "has a phone number".to_string())
+            }
+        }
+    }
+}
+
+/// Whether a digit run is a phone number rather than a date, a time, a year or an amount.
+fn looks_like_phone(text: &str) -> bool {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    if !(7..=15).contains(&digits.len()) {
+        return false;
+    }
+    static DATE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(r"^\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}$|^\d{1,2}[-./ ]\d{1,2}[-./ ]\d{2,4}$").ok()
+    });
+    !DATE.as_ref().is_some_and(|d| d.is_match(text.trim()))
+}
+
+fn on_word_boundaries(text: &str, start: usize, end: usize) -> bool {
+    let before = text[..start]
+        .chars()
+        .next_back()
+        .is_none_or(|c| !c.is_alphanumeric());
+    let after = text[end..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+    before && after
+}
+
+/// The sentences of a text for the semantic check; the whole text too when it has several.
+pub fn sentences(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .split(['.', '!', '?', '\n', ';'])
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| s.chars().filter(|c| c.is_alphanumeric()).count() >= 3)
+        .collect();
+    let whole = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > 1 && !whole.is_empty() {
+        out.push(whole);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter() -> Filter {
+        Filter::new(FilterSettings::default()).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_defaults_parse() {
+        let s = FilterSettings::default();
+        // A term that normalizes to a bare common word would block everything.
+        for c in &s.categories {
+            for t in &c.block {
+                let n = normalize(t);
+                assert!(
+                    !["your", "my", "ur", "me", "you", "t", "x"].contains(&n.as_str()),
+                    "`{t}` normalizes to `{n}`"
+                );
+            }
+        }
+        let names: Vec<&str> = s.categories.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["social_platform", "in_person_meeting"]);
+        assert!(s
+            .categories
+            .iter()
+            .all(|c| !c.block.is_empty() && !c.examples.is_empty()));
+    }
+
+    #[test]
+    fn lexical_matcher_table() {
+        let f = filter();
+        // (case, text, expected category)
+        let cases: [(&str, &str, Option<&str>); 30] = [
+            ("insta", "add me on insta babe", Some("social_platform")),
+            ("the gram", "you on the gram?", Some("social_platform")),
+            ("IG", "whats ur IG", Some("social_platform")),
+            ("dotted snap", "my s.n.a.p is wren", Some("social_platform")),
+            (
+                "spaced tiktok",
+                "follow me on t i k t o k",
+                Some("social_platform"),
+            ),
+            ("leet", "h1t me up on t3l3gr4m", Some("social_platform")),
+            ("fullwidth", "ｉｎｓｔａ", Some("social_platform")),
+            ("zero width", "sn\u{200B}apchat me", Some("social_platform")),
+            ("handle", "i'm @wren.alder over there", Some("social_platform")),
+            ("link", "go to linktr.ee/wren", Some("social_platform")),
+            ("phone digits", "call 555-201-8890", Some("social_platform")),
+            (
+                "phone words",
+                "five five five two oh one eight eight nine oh",
+                Some("social_platform"),
+            ),
+            ("email", "wren.alder@gmail.com", Some("social_platform")),
+            (
+                "move elsewhere",
+                "let's move this somewhere more private",
+                Some("social_platform"),
+            ),
+            (
+                "coffee",
+                "let's grab coffee when you're in town",
+                Some("in_person_meeting"),
+            ),
+            ("irl", "we should meet IRL", Some("in_person_meeting")),
+            ("pick up", "lemme pick u up at 8", Some("in_person_meeting")),
+            (
+                "address",
+                "what's your address so i can send flowers",
+                Some("in_person_meeting"),
+            ),
+            ("pattern", "dinner tonight with me?", Some("in_person_meeting")),
+            ("snapdragons", "snapdragons on my balcony", None),
+            ("installing", "installing the update", None),
+            ("kilogram", "a kilogram of flour", None),
+            ("telepathy", "telepathy is real", None),
+            ("met goal", "we met our subscriber goal", None),
+            ("chat later", "catch you in the chat later", None),
+            ("onlyfans", "thanks for being one of my OnlyFans regulars", None),
+            ("date", "posted on 2026-11-28, a new set", None),
+            ("price", "only 1200 subscribers to go", None),
+            ("meet halfway", "let's meet halfway on that argument", None),
+            ("snap peas", "snap peas from the market", None),
+        ];
+        for (name, text, expected) in cases {
+            let v = f.check_lexical(text);
+            assert_eq!(v.category.as_deref(), expected, "{name}: `{text}` -> {v:?}");
+            assert_eq!(v.blocked, expected.is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn categories_can_be_removed_replaced_and_added() {
+        let file: FilterFile = toml::from_str(
+            "remove = [\"in_person_meeting\"]\n[[categories]]\nname = \"money\"\ndescription = \"payment talk\"\nblock = [\"wire me\"]\n",
+        )
+        .unwrap();
+        let f = Filter::new(file.resolve().unwrap()).unwrap();
+        assert!(!f.check_lexical("let's grab coffee together").blocked);
+        assert_eq!(
+            f.check_lexical("just wire me the money").category.as_deref(),
+            Some("money")
+        );
+        assert!(f.check_lexical("add me on insta").blocked);
+
+        let bad: FilterFile = toml::from_str("remove = [\"nope\"]").unwrap();
+        assert!(bad.resolve().unwrap_err().to_string().contains("nope"));
+        let bad: FilterFile =
+            toml::from_str("[[categories]]\nname = \"x\"\ndescription = \"y\"\npatterns = [\"(\"]\n")
+                .unwrap();
+        let err = Filter::new(bad.resolve().unwrap()).err().unwrap().to_string();
+        assert!(err.contains("category `x`"), "{err}");
+    }
+
+    #[test]
+    fn a_disabled_filter_blocks_nothing() {
+        let mut s = FilterSettings::default();
+        s.enabled = false;
+        assert!(!Filter::new(s).unwrap().check_lexical("add me on insta").blocked);
+    }
+
+    #[test]
+    fn sentences_split_and_keep_the_whole() {
+        assert_eq!(
+            sentences("hello there! what's up? ok"),
+            vec!["hello there", "what's up", "hello there! what's up? ok"]
+        );
+        assert_eq!(sentences("one sentence"), vec!["one sentence"]);
+    }
+}

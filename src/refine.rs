@@ -1,0 +1,218 @@
+//! The generate-check-retry loop around the chat model, in the manner of DSPy's Refine.
+//!
+//! Owns what happens between the rendered prompt and the reply a fan sees: ask the model, parse
+//! the reply (asking again when nothing usable comes back), check it with the topic filter, and
+//! on a violation ask again with a hint naming what was wrong, up to the configured attempts;
+//! then fall back to a clean deflection. A blocked draft never leaves this module except inside
+//! its verdict's report. The checker and the prompt builder are passed in, so the loop is tested
+//! with a stand-in model.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::filter::Verdict;
+use crate::llm::{ChatMessage, ChatModel};
+
+/// Model calls per attempt when the answer holds no usable reply.
+pub const EMPTY_REPLY_RETRIES: u32 = 3;
+
+/// What the filter decided along the way, for `--json` and the service.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FilterReport {
+    /// The verdict on the fan's message.
+    pub input: Verdict,
+    /// The verdict on each draft, in order.
+    pub output: Vec<Verdict>,
+    /// Drafts generated.
+    pub attempts: u32,
+    /// Whether the reply is a fallback deflection rather than a generated draft.
+    pub fallback: bool,
+}
+
+/// The reply and how it was reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The reply the fan sees; always passed the filter.
+    pub reply: String,
+    /// Model calls made.
+    pub calls: u32,
+    /// The filter's verdicts.
+    pub filter: FilterReport,
+}
+
+/// The loop's inputs.
+pub struct Refine<'a> {
+    /// Generation attempts allowed before the fallback.
+    pub attempts: u32,
+    /// Builds the prompt, given the hints collected so far.
+    pub prompt: &'a dyn Fn(&[String]) -> Vec<ChatMessage>,
+    /// Pulls the reply out of a model answer.
+    pub parse: &'a dyn Fn(&str) -> Option<String>,
+    /// Checks a reply.
+    pub check: &'a mut dyn FnMut(&str) -> Result<Verdict>,
+    /// Candidate fallbacks, best first; the first clean one is used.
+    pub fallbacks: Vec<String>,
+    /// The verdict on the fan's message.
+    pub input: Verdict,
+}
+
+/// Runs the loop.
+pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
+    let mut hints: Vec<String> = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut calls = 0;
+    for _ in 0..r.attempts.max(1) {
+        let messages = (r.prompt)(&hints);
+        let mut draft = None;
+        let mut last = String::new();
+        for _ in 0..EMPTY_REPLY_RETRIES {
+            calls += 1;
+            let completion = model.complete(&messages, 1).await?;
+            last = completion.texts.into_iter().next().unwrap_or_default();
+            if let Some(reply) = (r.parse)(&last) {
+                draft = Some(reply);
+                break;
+            }
+        }
+        let Some(draft) = draft else {
+            bail!(
+                "the LLM gave no usable reply in {calls} calls (last answer: `{}`); try another model or raise `[llm] max_tokens`",
+                last.chars().take(120).collect::<String>()
+            );
+        };
+        let verdict = (r.check)(&draft)?;
+        let blocked = verdict.blocked;
+        if blocked {
+            hints.push(format!(
+                "a draft reply was rejected because it {} ({}); write a different message that keeps the chat on this platform and never suggests meeting",
+                verdict.reason,
+                verdict.category.as_deref().unwrap_or("blocked")
+            ));
+        }
+        verdicts.push(verdict);
+        if !blocked {
+            let attempts = verdicts.len() as u32;
+            return Ok(Outcome {
+                reply: draft,
+                calls,
+                filter: FilterReport {
+                    input: r.input,
+                    output: verdicts,
+                    attempts,
+                    fallback: false,
+                },
+            });
+        }
+    }
+    let attempts = verdicts.len() as u32;
+    for candidate in r.fallbacks {
+        if !(r.check)(&candidate)?.blocked {
+            return Ok(Outcome {
+                reply: candidate,
+                calls,
+                filter: FilterReport {
+                    input: r.input,
+                    output: verdicts,
+                    attempts,
+                    fallback: true,
+                },
+            });
+        }
+    }
+    bail!("every draft and every fallback reply was blocked by the filter; add a clean entry to `[filter] fallbacks`")
+}
+
+#[cfg(test)]
+mod tests {
+    //! A stand-in chat model that answers from a script, to drive the loop into each branch.
+
+    use super::*;
+    use crate::filter::{Filter, FilterSettings};
+    use crate::llm::{Completion, LlmError};
+    use std::sync::Mutex;
+
+    struct Scripted(Mutex<Vec<&'static str>>);
+
+    impl ChatModel for Scripted {
+        async fn complete(&self, _: &[ChatMessage], _: u32) -> Result<Completion, LlmError> {
+            let mut script = self.0.lock().unwrap();
+            let text = if script.is_empty() { "" } else { script.remove(0) };
+            Ok(Completion {
+                texts: vec![text.to_string()],
+                attempts: 1,
+            })
+        }
+    }
+
+    async fn drive(script: Vec<&'static str>, fallbacks: Vec<&str>) -> (Result<Outcome>, Vec<Vec<String>>) {
+        let filter = Filter::new(FilterSettings::default()).unwrap();
+        let seen = Mutex::new(Vec::new());
+        let prompt = |hints: &[String]| {
+            seen.lock().unwrap().push(hints.to_vec());
+            vec![ChatMessage::new("user", "hi")]
+        };
+        let parse = |t: &str| (!t.trim().is_empty()).then(|| t.trim().to_string());
+        let mut check = |t: &str| Ok(filter.check_lexical(t));
+        let model = Scripted(Mutex::new(script));
+        let result = run(
+            &model,
+            Refine {
+                attempts: 3,
+                prompt: &prompt,
+                parse: &parse,
+                check: &mut check,
+                fallbacks: fallbacks.into_iter().map(String::from).collect(),
+                input: filter.check_lexical("what's your snap?"),
+            },
+        )
+        .await;
+        (result, seen.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_violation_is_retried_with_a_hint_naming_it() {
+        let (outcome, prompts) = drive(
+            vec!["add me on insta babe", "mm i only live right here, petal"],
+            vec![],
+        )
+        .await;
+        let outcome = outcome.unwrap();
+        assert_eq!(outcome.reply, "mm i only live right here, petal");
+        assert_eq!(outcome.filter.attempts, 2);
+        assert!(outcome.filter.output[0].blocked && !outcome.filter.output[1].blocked);
+        assert!(outcome.filter.input.blocked);
+        assert!(!outcome.filter.fallback);
+        assert!(prompts[0].is_empty());
+        assert!(prompts[1][0].contains("add me on") && prompts[1][0].contains("social_platform"), "{:?}", prompts[1]);
+    }
+
+    #[tokio::test]
+    async fn persistent_violations_end_in_a_clean_fallback() {
+        let script = vec!["add me on insta", "my snap is wren", "let's grab coffee together"];
+        let fallbacks = vec!["text me at 555 201 8890", "hehe you've got me right here 🌙"];
+        let (outcome, _) = drive(script, fallbacks).await;
+        let outcome = outcome.unwrap();
+        assert_eq!(
+            outcome.reply, "hehe you've got me right here 🌙",
+            "the blocked fallback is skipped"
+        );
+        assert!(outcome.filter.fallback);
+        assert_eq!(outcome.filter.output.len(), 3);
+        assert!(outcome.filter.output.iter().all(|v| v.blocked));
+    }
+
+    #[tokio::test]
+    async fn empty_answers_are_asked_again_then_reported() {
+        let (outcome, _) = drive(vec!["", "  ", "hey you"], vec![]).await;
+        let outcome = outcome.unwrap();
+        assert_eq!((outcome.reply.as_str(), outcome.calls), ("hey you", 3));
+        let (outcome, _) = drive(vec!["", "", ""], vec![]).await;
+        assert!(outcome.unwrap_err().to_string().contains("no usable reply"));
+    }
+
+    #[tokio::test]
+    async fn no_clean_fallback_is_an_error_not_a_blocked_reply() {
+        let (outcome, _) = drive(vec!["add me on insta"; 3], vec!["add me on snap"]).await;
+        assert!(outcome.unwrap_err().to_string().contains("fallbacks"));
+    }
+}
