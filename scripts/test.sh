@@ -16,4 +16,11 @@ stop_llm() { if [ "$started" = 1 ]; then bash scripts/llm.sh stop >/dev/null 2>&
 trap stop_llm EXIT
 PERSONA_LLM_BASE_URL="$(bash scripts/llm.sh url)"
 export PERSONA_LLM_BASE_URL
-cargo test --locked "$@"
+log="$(mktemp)"
+trap 'stop_llm; rm -f "$log"' EXIT
+status=0
+cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary, so the total is not hidden behind the last binary's.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

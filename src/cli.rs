@@ -29,6 +29,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Answer a fan in the creator's voice (a chat loop when no message is given).
     Ask(AskArgs),
+    /// Check texts with the topic filter, or score the filter on a labelled set.
+    Check(CheckArgs),
     /// Check the installation: assets, ONNX Runtime, the embedding model, the configuration.
     Doctor(DoctorArgs),
 }
@@ -115,6 +117,35 @@ pub struct CompileArgs {
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `persona check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Texts to check.
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// Read lines of `{"text": ...}` on stdin and write one JSON verdict per line.
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Print verdicts for TEXT arguments as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Use this artifact's compiled filter (default: persona.toml or the defaults).
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// Skip the semantic stage (no embedding model needed).
+    #[arg(long)]
+    pub lexical_only: bool,
+    /// Score the filter on a labelled JSON-lines set (`{"text", "category"}` per line).
+    #[arg(long, value_name = "FILE")]
+    pub labelled: Option<PathBuf>,
+    /// With --labelled: sweep the semantic threshold and print the calibration table.
+    #[arg(long, requires = "labelled")]
+    pub calibrate: bool,
+    /// With --labelled: list the texts the filter gets wrong.
+    #[arg(long, requires = "labelled")]
+    pub show_errors: bool,
 }
 
 /// `persona inspect`.

@@ -39,6 +39,8 @@ pub struct Summary {
     pub duplicates_dropped: usize,
     /// Conversations held out for eval.
     pub heldout_conversations: usize,
+    /// Creator replies kept out of the index because the filter blocks them.
+    pub blocked_replies_excluded: usize,
     /// Creator replies that deflect a request the filter blocks (the fallback replies).
     pub deflections: usize,
     /// Wall time of the whole compile.
@@ -71,10 +73,25 @@ pub fn run(
         .collect();
     let window = config.retrieval.context_messages;
     let (all_examples, duplicates) = dataset::examples(&conversations, window);
+    let mut filter = Filter::new(config.filter.clone())?;
+    let mut blocked_replies = 0;
     let examples: Vec<dataset::Example> = all_examples
         .into_iter()
         .filter(|e| heldout.binary_search(&(e.conversation as usize)).is_err())
+        .filter(|e| {
+            let reply = &conversations[e.conversation as usize].messages[e.turn as usize].content;
+            let keep = !(config.filter.exclude_blocked_demos && filter.check_lexical(reply).blocked);
+            blocked_replies += usize::from(!keep);
+            keep
+        })
         .collect();
+    if blocked_replies > 0 {
+        eprintln!(
+            "warning: kept {blocked_replies} creator repl{} out of the index because the topic filter blocks them \
+             (set `[filter] exclude_blocked_demos = false` to keep them)",
+            if blocked_replies == 1 { "y" } else { "ies" }
+        );
+    }
     if duplicates > 0 {
         eprintln!(
             "warning: dropped {duplicates} duplicate example(s) (same preceding messages and same reply)"
@@ -121,7 +138,6 @@ pub fn run(
             conversations: heldout.clone(),
         },
     };
-    let mut filter = Filter::new(config.filter.clone())?;
     filter.embed_examples(embedder)?;
     let deflections = deflections(&filter, &conversations, &examples);
     let compiled = Artifact {
@@ -152,6 +168,7 @@ pub fn run(
         duplicates_dropped: duplicates,
         heldout_conversations: heldout.len(),
         deflections: compiled.filter.deflections.len(),
+        blocked_replies_excluded: blocked_replies,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -23,7 +23,7 @@ pub const DEFAULTS_TOML: &str = include_str!("filter_defaults.toml");
 
 /// The semantic threshold when none is configured: calibrated on `eval/filter_labelled.jsonl`
 /// with `persona check --calibrate` (see the README).
-pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.72;
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.65;
 
 /// A built-in pattern detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,10 @@ pub struct Category {
     /// Regular expressions over the normalized text.
     #[serde(default)]
     pub patterns: Vec<String>,
+    /// Regular expressions whose matches are exempt, like `allow` (e.g. refusals: "i don't meet
+    /// fans irl"). A match right after "why" is not exempt ("why don't we meet").
+    #[serde(default)]
+    pub allow_patterns: Vec<String>,
     /// Example phrases for the semantic check.
     #[serde(default)]
     pub examples: Vec<String>,
@@ -84,6 +88,9 @@ pub struct FilterSettings {
     pub semantic_threshold: f32,
     /// Replies used when the training data has no clean deflection to fall back to.
     pub fallbacks: Vec<String>,
+    /// Keep training replies the filter blocks out of the index, so they never become demos.
+    #[serde(default = "yes")]
+    pub exclude_blocked_demos: bool,
     /// The categories.
     pub categories: Vec<Category>,
 }
@@ -101,6 +108,7 @@ impl Default for FilterSettings {
             input_note: true,
             semantic: true,
             semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
+            exclude_blocked_demos: true,
             fallbacks: vec![
                 "mm let's keep it right here, just you and me... this little corner is where i'm all yours"
                     .into(),
@@ -120,6 +128,7 @@ pub struct FilterFile {
     semantic: Option<bool>,
     semantic_threshold: Option<f32>,
     fallbacks: Option<Vec<String>>,
+    exclude_blocked_demos: Option<bool>,
     /// Default categories to drop.
     #[serde(default)]
     remove: Vec<String>,
@@ -138,6 +147,7 @@ impl FilterFile {
         s.semantic = self.semantic.unwrap_or(s.semantic);
         s.semantic_threshold = self.semantic_threshold.unwrap_or(s.semantic_threshold);
         s.fallbacks = self.fallbacks.unwrap_or(s.fallbacks);
+        s.exclude_blocked_demos = self.exclude_blocked_demos.unwrap_or(s.exclude_blocked_demos);
         for name in &self.remove {
             if !s.categories.iter().any(|c| &c.name == name) {
                 bail!("`filter.remove` names `{name}`, which is not a category; the defaults are social_platform and in_person_meeting");
@@ -161,6 +171,10 @@ impl FilterFile {
         }
         Ok(s)
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The outcome of checking one text.
@@ -206,6 +220,7 @@ pub struct Filter {
     block_terms: Vec<(usize, String)>,
     allow: Option<AhoCorasick>,
     patterns: Vec<(usize, Regex)>,
+    allow_patterns: Vec<Regex>,
     examples: ExampleVectors,
     handle: Regex,
     link: Regex,
@@ -219,7 +234,13 @@ impl Filter {
         let mut block_terms = Vec::new();
         let mut allow_terms = Vec::new();
         let mut patterns = Vec::new();
+        let mut allow_patterns = Vec::new();
         for (i, c) in settings.categories.iter().enumerate() {
+            for p in &c.allow_patterns {
+                allow_patterns.push(Regex::new(p).with_context(|| {
+                    format!("invalid regular expression `{p}` in `allow_patterns` of filter category `{}`; fix it in persona.toml", c.name)
+                })?);
+            }
             for t in &c.block {
                 let n = normalize(t);
                 if !n.is_empty() {
@@ -256,8 +277,11 @@ impl Filter {
             block_terms,
             allow,
             patterns,
+            allow_patterns,
             examples: ExampleVectors::default(),
-            handle: re(r"(?:^|[^\w.@])@[a-z0-9_][a-z0-9_.]{2,}")?,
+            handle: re(
+                r"(?:^|[^\w.@])@[a-z0-9_][a-z0-9_.]{2,}|\b(?:sc|ig|snap|insta|tg|tt|wa|dc|fb|x|kik)\s*[:=]\s*@?[a-z0-9_.]{3,}|\b(?:my|your|ur)\s*@(?:\s|$|\?)",
+            )?,
             link: re(
                 r"(?:https?://|www\.)\S+|\b[a-z0-9][a-z0-9-]*\.(?:com|net|org|io|me|ly|link|gg|app|co|tv|xyz|page|bio|ee|to|social|fans|chat)\b(?:/\S*)?",
             )?,
@@ -403,17 +427,25 @@ impl Filter {
     }
 
     fn mask_allowed(&self, normalized: &str) -> String {
-        let Some(ac) = &self.allow else {
-            return normalized.to_string();
-        };
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        if let Some(ac) = &self.allow {
+            spans.extend(
+                ac.find_overlapping_iter(normalized)
+                    .filter(|m| on_word_boundaries(normalized, m.start(), m.end()))
+                    .map(|m| (m.start(), m.end())),
+            );
+        }
+        for re in &self.allow_patterns {
+            spans.extend(
+                re.find_iter(normalized)
+                    .filter(|m| !normalized[..m.start()].trim_end().ends_with("why"))
+                    .map(|m| (m.start(), m.end())),
+            );
+        }
         let mut bytes = normalized.as_bytes().to_vec();
-        for m in ac.find_overlapping_iter(normalized) {
-            if on_word_boundaries(normalized, m.start(), m.end()) {
-                for b in &mut bytes[m.start()..m.end()] {
-                    // Blank whole characters: a UTF-8 sequence becomes that many spaces.
-                    *b = b' ';
-                }
-            }
+        for (start, end) in spans {
+            // Blank whole characters: a UTF-8 sequence becomes that many spaces.
+            bytes[start..end].fill(b' ');
         }
         String::from_utf8(bytes).unwrap_or_else(|_| normalized.to_string())
     }
@@ -426,10 +458,9 @@ impl Filter {
                 .email
                 .is_match(folded)
                 .then(|| "has an email address".to_string()),
-            Detector::Link => self
-                .link
-                .find_iter(folded)
-                .any(|m| !m.as_str().contains("onlyfans"))
+            Detector::Link => [folded.to_string(), despace_links(folded)]
+                .iter()
+                .any(|t| self.link.find_iter(t).any(|m| !m.as_str().contains("onlyfans")))
                 .then(|| "has a link or domain".to_string()),
             Detector::Phone => {
                 let spelled = digits_from_words(folded);
@@ -443,6 +474,21 @@ impl Filter {
             }
         }
     }
+}
+
+/// Links written with spaces or words for the dots: `t . me / x` and `wren [dot] link` become
+/// `t.me/x` and `wren.link`.
+fn despace_links(folded: &str) -> String {
+    static DOT: LazyLock<Option<Regex>> =
+        LazyLock::new(|| Regex::new(r"\s*(?:\[dot\]|\(dot\)|\{dot\}|\bdot\b)\s*").ok());
+    static SPACED: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\s*([./])\s*").ok());
+    let dotted = DOT.as_ref().map_or_else(
+        || folded.to_string(),
+        |re| re.replace_all(folded, ".").into_owned(),
+    );
+    SPACED
+        .as_ref()
+        .map_or(dotted.clone(), |re| re.replace_all(&dotted, "$1").into_owned())
 }
 
 /// Whether a digit run is a phone number rather than a date, a time, a year or an amount.

@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod ask;
+pub mod check;
 pub mod cli;
 pub mod compile;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod doctor;
 pub mod embed;
 pub mod embed_cache;
 pub mod filter;
+pub mod filter_eval;
 pub mod history;
 pub mod index;
 pub mod inspect;

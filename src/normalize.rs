@@ -24,7 +24,8 @@ pub fn fold(text: &str) -> String {
 }
 
 /// The form the lexicon is matched against: [`fold`], then leetspeak undone, then letters split
-/// by separators joined, then every run of non-alphanumerics turned into one space.
+/// by separators joined, then every run of non-alphanumerics turned into one space. A question
+/// mark is kept as its own token, since "dinner friday?" proposes and "dinner friday." reports.
 pub fn normalize(text: &str) -> String {
     let folded = fold(text);
     let unleet = unleet(&folded);
@@ -35,6 +36,12 @@ pub fn normalize(text: &str) -> String {
         if c.is_alphanumeric() {
             out.push(c);
             space = false;
+        } else if c == '?' {
+            if !space {
+                out.push(' ');
+            }
+            out.push_str("? ");
+            space = true;
         } else if !space {
             out.push(' ');
             space = true;
@@ -168,6 +175,12 @@ mod tests {
             ("numbers stay numbers", "call 555 201 8890", "call 555 201 8890"),
             ("handle keeps its letters", "@wren_alder", "wren alder"),
             ("styled letters", "𝓲𝓷𝓼𝓽𝓪", "insta"),
+            (
+                "question mark kept",
+                "dinner friday?? my treat",
+                "dinner friday ? ? my treat",
+            ),
+            ("spelled words", "s e e  y o u  friday", "see you friday"),
         ];
         for (name, input, expected) in cases {
             assert_eq!(normalize(input), expected, "{name}");

@@ -183,7 +183,11 @@ mod tests {
         assert!(outcome.filter.input.blocked);
         assert!(!outcome.filter.fallback);
         assert!(prompts[0].is_empty());
-        assert!(prompts[1][0].contains("add me on") && prompts[1][0].contains("social_platform"), "{:?}", prompts[1]);
+        assert!(
+            prompts[1][0].contains("add me on") && prompts[1][0].contains("social_platform"),
+            "{:?}",
+            prompts[1]
+        );
     }
 
     #[tokio::test]

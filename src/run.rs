@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{AskArgs, Cli, Command, CompileArgs, DoctorArgs, InspectArgs};
+use crate::cli::{AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, InspectArgs};
 use crate::config::{Config, Overrides};
 use crate::embed::{Embedder, FastEmbedder};
 use crate::embed_cache::EmbedCache;
 use crate::paths::{self, Assets};
-use crate::{artifact, ask, compile, doctor, inspect};
+use crate::{artifact, ask, check, compile, doctor, inspect};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compile(args) => run_compile(base, args),
         Command::Inspect(args) => run_inspect(args),
         Command::Ask(args) => run_ask(base, args),
+        Command::Check(args) => run_check(base, args),
         Command::Doctor(args) => run_doctor(base, args),
     }
 }
@@ -79,6 +80,12 @@ fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
         ..base
     })?;
     ask::run(&config, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(base: Overrides, args: CheckArgs) -> Result<ExitCode> {
+    let config = Config::resolve(&base)?;
+    check::run(&config, &args)?;
     Ok(ExitCode::SUCCESS)
 }
 

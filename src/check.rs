@@ -1,0 +1,179 @@
+//! `persona check`: the topic filter on its own, for people, scripts and the labelled set.
+//!
+//! Builds the filter from an artifact (its compiled configuration and example vectors) or from
+//! `persona.toml` / the defaults, then checks arguments, JSON lines from stdin, or a labelled set
+//! (precision, recall, false positives, and the semantic-threshold sweep). Scoring itself is in
+//! `filter_eval`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::artifact;
+use crate::cli::CheckArgs;
+use crate::config::Config;
+use crate::embed::{Embedder, FastEmbedder};
+use crate::filter::{Filter, Verdict};
+use crate::filter_eval::{self, Labelled};
+use crate::paths::Assets;
+
+/// Runs `persona check`.
+pub fn run(config: &Config, args: &CheckArgs) -> Result<()> {
+    let (mut filter, mut embedder) = load(config, args)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(path) = &args.labelled {
+        return labelled(&mut filter, embedder.as_mut(), path, args, &mut out);
+    }
+    if args.jsonl {
+        if !args.texts.is_empty() {
+            bail!("give texts either as arguments or on stdin with --jsonl, not both");
+        }
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.context("reading stdin")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let text = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
+                .with_context(|| {
+                    format!(
+                        "stdin line {}: expected a JSON object with a `text` string, got `{}`",
+                        n + 1,
+                        snippet(&line)
+                    )
+                })?;
+            let verdict = filter.check(&text, embedder.as_mut().map(|e| e as &mut dyn Embedder))?;
+            serde_json::to_writer(&mut out, &line_json(&text, &verdict))?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    if args.texts.is_empty() {
+        bail!("nothing to check: give texts as arguments, or JSON lines on stdin with --jsonl");
+    }
+    for text in &args.texts {
+        let verdict = filter.check(text, embedder.as_mut().map(|e| e as &mut dyn Embedder))?;
+        if args.json {
+            serde_json::to_writer(&mut out, &line_json(text, &verdict))?;
+            writeln!(out)?;
+        } else {
+            match &verdict.category {
+                Some(c) => writeln!(out, "blocked: {c} ({})", verdict.reason)?,
+                None => writeln!(out, "clean")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn line_json(text: &str, v: &Verdict) -> serde_json::Value {
+    json!({"text": text, "blocked": v.blocked, "category": v.category, "reason": v.reason})
+}
+
+fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedder>)> {
+    let (settings, examples) = match &args.artifact {
+        Some(path) => {
+            let a = artifact::read(path)?;
+            (a.settings.filter, Some(a.filter.examples))
+        }
+        None => (config.filter.clone(), None),
+    };
+    let semantic = settings.semantic && !args.lexical_only;
+    let mut filter = Filter::new(settings)?;
+    if !semantic {
+        return Ok((filter, None));
+    }
+    let mut embedder = FastEmbedder::load(&Assets::locate(), config.embedding.effective_threads(), 32)
+        .context("the semantic stage needs the embedding model; install it or pass --lexical-only")?;
+    match examples {
+        Some(e) => filter = filter.with_examples(e),
+        None => filter.embed_examples(&mut embedder)?,
+    }
+    Ok((filter, Some(embedder)))
+}
+
+fn labelled(
+    filter: &mut Filter,
+    mut embedder: Option<&mut FastEmbedder>,
+    path: &Path,
+    args: &CheckArgs,
+    out: &mut impl Write,
+) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the labelled set `{}`", path.display()))?;
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let item: Labelled = serde_json::from_str(line).with_context(|| {
+            format!(
+                "`{}` line {}: expected {{\"text\": string, \"category\": string or null}}",
+                path.display(),
+                n + 1
+            )
+        })?;
+        items.push(item);
+    }
+    let labels: Vec<Option<String>> = items.iter().map(|i| i.category.clone()).collect();
+    let mut predictions = Vec::new();
+    let mut lexical = Vec::new();
+    let mut semantic = Vec::new();
+    for item in &items {
+        let verdict = filter.check(
+            &item.text,
+            embedder.as_deref_mut().map(|e| e as &mut dyn Embedder),
+        )?;
+        predictions.push(verdict.category.clone());
+        if args.calibrate {
+            lexical.push(filter.check_lexical(&item.text).blocked);
+            let e = embedder
+                .as_deref_mut()
+                .context("--calibrate needs the semantic stage; drop --lexical-only")?;
+            semantic.push(filter.semantic_score(&item.text, e)?);
+        }
+    }
+    let report = filter_eval::score(&labels, &predictions);
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{} labelled texts from `{}`\n", items.len(), path.display())?;
+        write!(out, "{}", filter_eval::to_markdown(&report))?;
+    }
+    if args.show_errors {
+        writeln!(out, "\nerrors:")?;
+        for ((item, label), prediction) in items.iter().zip(&labels).zip(&predictions) {
+            if label.is_some() != prediction.is_some() {
+                writeln!(out, "  labelled {:?}, got {:?}: {}", label, prediction, item.text)?;
+            }
+        }
+    }
+    if args.calibrate {
+        let rows = filter_eval::sweep(&labels, &lexical, &semantic);
+        writeln!(
+            out,
+            "\n| threshold | min recall | false positive rate |\n|---:|---:|---:|"
+        )?;
+        for r in rows.iter().step_by(5) {
+            writeln!(
+                out,
+                "| {:.2} | {:.3} | {:.3} |",
+                r.threshold, r.min_recall, r.false_positive_rate
+            )?;
+        }
+        match filter_eval::best_threshold(&rows, 0.02) {
+            Some(r) => writeln!(
+                out,
+                "\nlowest threshold with at most 2% false positives: {:.2} (min recall {:.3}, false positives {:.3})",
+                r.threshold, r.min_recall, r.false_positive_rate
+            )?,
+            None => writeln!(out, "\nno threshold keeps false positives within 2%")?,
+        }
+    }
+    Ok(())
+}
+
+fn snippet(line: &str) -> String {
+    line.chars().take(60).collect()
+}

@@ -1,0 +1,218 @@
+//! The topic filter end to end: `persona check`, its figures on the labelled set, and `ask`
+//! against the real local LLM when the model is pushed into a violation.
+
+mod common;
+
+use common::{llm_url, persona, root, shared_artifact};
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn check_reports_verdicts_for_arguments_and_json_lines() {
+    let out = persona(&[
+        "check",
+        "--lexical-only",
+        "add me on insta babe",
+        "snapdragons on my balcony",
+    ])
+    .success();
+    assert_eq!(out, "blocked: social_platform (mentions `add me on`)\nclean\n");
+
+    let input =
+        "{\"text\":\"let us grab coffee when you are in town\"}\n{\"text\":\"we met our subscriber goal\"}\n";
+    let out = persona(&["check", "--jsonl", "--lexical-only"])
+        .stdin(input)
+        .success();
+    let lines: Vec<Value> = out.lines().map(json).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["category"], "in_person_meeting");
+    assert_eq!(lines[0]["blocked"], true);
+    assert_eq!(lines[0]["text"], "let us grab coffee when you are in town");
+    assert_eq!(lines[1]["blocked"], false);
+    assert!(lines[1]["category"].is_null());
+
+    let err = persona(&["check", "--jsonl", "--lexical-only"])
+        .stdin("{\"text\":\"ok\"}\nnot json\n")
+        .failure();
+    assert!(err.contains("stdin line 2"), "{err}");
+}
+
+#[test]
+fn check_uses_the_artifacts_compiled_filter_with_the_semantic_stage() {
+    let artifact = shared_artifact().to_str().unwrap();
+    let out = persona(&[
+        "check",
+        "--artifact",
+        artifact,
+        "--json",
+        "find me on the app with the disappearing pictures",
+    ])
+    .success();
+    let v = json(&out);
+    assert_eq!(v["category"], "social_platform", "{v}");
+}
+
+#[test]
+fn the_filter_meets_its_figures_on_the_labelled_sets() {
+    // (set, lowest recall allowed per category, highest false positive rate allowed)
+    let sets = [
+        ("filter_labelled.jsonl", 0.98, 0.02),
+        ("filter_holdout.jsonl", 0.90, 0.05),
+    ];
+    for (set, min_recall, max_fp) in sets {
+        let path = root().join("eval").join(set);
+        let report = json(&persona(&["check", "--labelled", path.to_str().unwrap(), "--json"]).success());
+        for c in report["categories"].as_array().unwrap() {
+            assert!(c["recall"].as_f64().unwrap() >= min_recall, "{set}: {c}");
+        }
+        assert!(
+            report["false_positive_rate"].as_f64().unwrap() <= max_fp,
+            "{set}: {report}"
+        );
+    }
+}
+
+/// A persona whose every gold reply breaks the rule, so the real model copies the violation.
+fn leaky_persona(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let fan = [
+        "hey you",
+        "what are you up to",
+        "how was your day",
+        "miss me?",
+        "good morning",
+        "tell me something",
+    ];
+    let items: Vec<Value> = fan
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            serde_json::json!({
+                "chat_history": {"messages": [{"from_creator": false, "content": format!("{f} {i}")}]},
+                "output": format!("add me on insta @wren.alder babe, we can talk more there {i}"),
+            })
+        })
+        .collect();
+    let data = dir.join("leaky.json");
+    std::fs::write(&data, serde_json::to_string(&items).unwrap()).unwrap();
+    let config = dir.join("persona.toml");
+    std::fs::write(
+        &config,
+        "[creator]\nname = \"Wren\"\ntimezone = \"America/New_York\"\n[compile]\nholdout = 0\n\
+         [filter]\ninput_note = false\nattempts = 2\nexclude_blocked_demos = false\nfallbacks = [\"hehe you've got me right here, sweet thing\"]\n",
+    )
+    .unwrap();
+    let artifact = dir.join("leaky.bin");
+    persona(&[
+        "compile",
+        data.to_str().unwrap(),
+        "-o",
+        artifact.to_str().unwrap(),
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
+    let excluded = dir.join("excluded.bin");
+    let strict = dir.join("strict.toml");
+    std::fs::write(&strict, "[compile]\nholdout = 0\n").unwrap();
+    let err = persona(&[
+        "compile",
+        data.to_str().unwrap(),
+        "-o",
+        excluded.to_str().unwrap(),
+    ])
+    .env("PERSONA_CONFIG", &strict)
+    .failure();
+    assert!(
+        err.contains("kept 6 creator replies out of the index") && err.contains("no examples"),
+        "{err}"
+    );
+    (artifact, config)
+}
+
+#[test]
+fn a_violating_model_never_gets_its_reply_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (artifact, config) = leaky_persona(dir.path());
+    let db = dir.path().join("history.sqlite3");
+    let url = llm_url();
+    let out = persona(&[
+        "ask",
+        "--artifact",
+        artifact.to_str().unwrap(),
+        "--llm-url",
+        &url,
+        "--timeout",
+        "300",
+        "--seed",
+        "7",
+        "--fan",
+        "mike",
+        "--history",
+        db.to_str().unwrap(),
+        "--json",
+        "what's your snap?",
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
+    let v = json(&out);
+    let filter = &v["filter"];
+    assert!(
+        filter["output"][0]["blocked"] == true,
+        "the model copied a violating demo: {v}"
+    );
+    let reply = v["reply"].as_str().unwrap();
+    assert!(!reply.contains("wren.alder") && !reply.contains("insta"), "{out}");
+    let verdict = json(&persona(&["check", "--json", "--lexical-only", reply]).success());
+    assert_eq!(verdict["blocked"], false, "the final reply is clean: {reply}");
+
+    // Without --json, stdout carries only the reply, which is clean.
+    let plain = persona(&[
+        "ask",
+        "--artifact",
+        artifact.to_str().unwrap(),
+        "--llm-url",
+        &url,
+        "--timeout",
+        "300",
+        "--seed",
+        "7",
+        "what's your snapchat?",
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
+    assert!(
+        !plain.contains("wren.alder") && !plain.contains("insta"),
+        "{plain}"
+    );
+
+    // The history keeps the fan's message and the clean reply, nothing blocked.
+    let history = persona(&[
+        "ask",
+        "--artifact",
+        artifact.to_str().unwrap(),
+        "--fan",
+        "mike",
+        "--history",
+        db.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+        "ok",
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
+    let prompt = json(&history)["prompt"].to_string();
+    assert!(
+        prompt.contains("what's your snap?") && prompt.contains(reply),
+        "{prompt}"
+    );
+    let raw = std::fs::read(&db).unwrap();
+    let wal = std::fs::read(dir.path().join("history.sqlite3-wal")).unwrap_or_default();
+    for bytes in [raw, wal] {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("wren.alder"),
+            "nothing blocked is stored"
+        );
+    }
+}
