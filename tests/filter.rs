@@ -216,3 +216,26 @@ fn a_violating_model_never_gets_its_reply_through() {
         );
     }
 }
+
+#[test]
+fn the_creators_own_replies_pass_the_filter() {
+    // 586 real in-voice replies, deflections included: the filter must not block the voice it protects.
+    let data: Value = serde_json::from_slice(&std::fs::read(common::dataset()).unwrap()).unwrap();
+    let mut lines = String::new();
+    for c in data.as_array().unwrap() {
+        for m in c["chat_history"]["messages"].as_array().unwrap() {
+            if m["from_creator"] == true {
+                lines.push_str(&serde_json::json!({"text": m["content"]}).to_string());
+                lines.push('\n');
+            }
+        }
+        lines.push_str(&serde_json::json!({"text": c["output"]}).to_string());
+        lines.push('\n');
+    }
+    let artifact = shared_artifact().to_str().unwrap();
+    let out = persona(&["check", "--jsonl", "--artifact", artifact]).stdin(lines).success();
+    let verdicts: Vec<Value> = out.lines().map(json).collect();
+    assert!(verdicts.len() >= 400);
+    let blocked: Vec<&Value> = verdicts.iter().filter(|v| v["blocked"] == true).collect();
+    assert!(blocked.is_empty(), "{blocked:?}");
+}
