@@ -19,7 +19,7 @@ use crate::history::{self, HistoryStore};
 use crate::llm::LlmClient;
 use crate::paths::Assets;
 use crate::prompt;
-use crate::runtime::{self, Generated, Persona, Prepared, Turn};
+use crate::runtime::{self, DemoMode, Generated, Persona, Prepared, Turn};
 
 /// Where the conversation lives during a session.
 struct Session {
@@ -103,6 +103,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
                 now,
                 k,
                 prefill: config.llm.prefill,
+                demos: DemoMode::Nearest,
             };
             let prepared = persona.prepare(&turn)?;
             if args.dry_run {

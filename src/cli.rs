@@ -31,6 +31,8 @@ pub enum Command {
     Ask(AskArgs),
     /// Check texts with the topic filter, or score the filter on a labelled set.
     Check(CheckArgs),
+    /// Score voice fidelity on held-out turns for zero-shot, random-k and KNN few-shot.
+    Eval(EvalArgs),
     /// Check the installation: assets, ONNX Runtime, the embedding model, the configuration.
     Doctor(DoctorArgs),
 }
@@ -146,6 +148,44 @@ pub struct CheckArgs {
     /// With --labelled: list the texts the filter gets wrong.
     #[arg(long, requires = "labelled")]
     pub show_errors: bool,
+}
+
+/// `persona eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The compiled artifact.
+    #[arg(long, value_name = "FILE", default_value = "artifacts/persona.bin")]
+    pub artifact: PathBuf,
+    /// Held-out conversations in the training-data schema (default: the artifact's held-out set).
+    #[arg(long, value_name = "FILE")]
+    pub heldout: Option<PathBuf>,
+    /// Score these replies (`{"index", "response"}` per line) as system `responses`, without an LLM.
+    #[arg(long, value_name = "FILE")]
+    pub responses: Option<PathBuf>,
+    /// Score only the first N held-out turns.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Systems to run, comma-separated.
+    #[arg(long, value_name = "LIST", default_value = "zero_shot,random_k,knn", value_delimiter = ',')]
+    pub systems: Vec<String>,
+    /// The contrast set that checks the metric itself.
+    #[arg(long, value_name = "FILE")]
+    pub contrast: Option<PathBuf>,
+    /// Pairwise accuracy the metric must reach on the contrast set.
+    #[arg(long, value_name = "A", default_value_t = 0.85)]
+    pub min_validity: f64,
+    /// Write report.md, report.json and report.svg here.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Exit 1 unless knn beats zero_shot on style, no final reply violates the filter, and validity holds.
+    #[arg(long)]
+    pub gate: bool,
+    /// Print the report as JSON instead of Markdown.
+    #[arg(long)]
+    pub json: bool,
+    /// LLM settings (eval runs at temperature 0 with seed 7 unless told otherwise).
+    #[command(flatten)]
+    pub llm: LlmArgs,
 }
 
 /// `persona inspect`.

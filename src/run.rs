@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, InspectArgs};
+use crate::cli::{AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, EvalArgs, InspectArgs, LlmArgs};
 use crate::config::{Config, Overrides};
 use crate::embed::{Embedder, FastEmbedder};
 use crate::embed_cache::EmbedCache;
 use crate::paths::{self, Assets};
-use crate::{artifact, ask, check, compile, doctor, inspect};
+use crate::{artifact, ask, check, compile, doctor, eval, inspect, report};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => run_inspect(args),
         Command::Ask(args) => run_ask(base, args),
         Command::Check(args) => run_check(base, args),
+        Command::Eval(args) => run_eval(base, args),
         Command::Doctor(args) => run_doctor(base, args),
     }
 }
@@ -68,8 +69,58 @@ fn run_compile(base: Overrides, args: CompileArgs) -> Result<ExitCode> {
 }
 
 fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
-    let l = &args.llm;
-    let config = Config::resolve(&Overrides {
+    let config = Config::resolve(&llm_overrides(base, &args.llm))?;
+    ask::run(&config, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
+    let mut overrides = llm_overrides(base, &args.llm);
+    overrides.temperature = Some(args.llm.temperature.unwrap_or(0.0));
+    overrides.seed = Some(args.llm.seed.unwrap_or(7));
+    let config = Config::resolve(&overrides)?;
+    let systems = args.systems.iter().map(|s| eval::System::parse(s.trim())).collect::<Result<Vec<_>>>()?;
+    let contrast = args.contrast.clone().unwrap_or_else(|| {
+        let local = std::path::PathBuf::from("eval/contrast.jsonl");
+        if local.exists() {
+            local
+        } else {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval").join("contrast.jsonl")
+        }
+    });
+    let options = eval::Options {
+        artifact: args.artifact.clone(),
+        heldout: args.heldout.clone(),
+        responses: args.responses.clone(),
+        limit: args.limit,
+        systems,
+        contrast,
+        min_validity: args.min_validity,
+        seed: config.llm.seed.unwrap_or(7),
+    };
+    let report = eval::run(&config, &options)?;
+    if let Some(dir) = &args.report {
+        report::write_dir(&report, dir)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report::markdown(&report))?;
+    }
+    let failures = eval::gate_failures(&report, args.gate);
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &failures {
+        eprintln!("eval gate: {f}");
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn llm_overrides(base: Overrides, l: &LlmArgs) -> Overrides {
+    Overrides {
         llm_preset: l.llm_preset.clone(),
         llm_url: l.llm_url.clone(),
         llm_model: l.llm_model.clone(),
@@ -78,9 +129,7 @@ fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
         timeout_secs: l.timeout,
         seed: l.seed,
         ..base
-    })?;
-    ask::run(&config, &args)?;
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 fn run_check(base: Overrides, args: CheckArgs) -> Result<ExitCode> {

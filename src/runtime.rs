@@ -55,6 +55,20 @@ pub struct Turn<'a> {
     pub k: usize,
     /// Open the reply with the output marker (see [`crate::llm::Preset::prefill`]).
     pub prefill: bool,
+    /// How demos are chosen.
+    pub demos: DemoMode,
+}
+
+/// How demos are chosen: the real pipeline, or the baselines `eval` compares it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoMode {
+    /// The k nearest examples (KNN few-shot).
+    #[default]
+    Nearest,
+    /// No demos: the signature alone (zero-shot).
+    None,
+    /// k examples drawn at random with this seed (like DSPy's LabeledFewShot).
+    Random(u64),
 }
 
 /// A demo as reported by `--dry-run` and `--json`.
@@ -186,7 +200,24 @@ impl Persona {
             .embed(&[query_text.as_str()])?
             .pop()
             .context("the embedding model returned nothing")?;
-        let hits = self.index.search(&query, turn.k * retrieve::OVERFETCH);
+        let hits = match turn.demos {
+            DemoMode::Nearest => self.index.search(&query, turn.k * retrieve::OVERFETCH),
+            DemoMode::None => Vec::new(),
+            DemoMode::Random(seed) => {
+                let mut rng = crate::metrics::Rng::new(seed);
+                let n = self.artifact.examples.len();
+                let mut ids: Vec<usize> = Vec::new();
+                while ids.len() < turn.k.min(n) {
+                    let id = rng.below(n);
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                ids.into_iter()
+                    .map(|id| crate::index::Hit { id, score: dot(&self.artifact.vectors[id], &query) })
+                    .collect()
+            }
+        };
         let candidates: Vec<Candidate> = hits
             .iter()
             .filter_map(|h| {
@@ -202,7 +233,11 @@ impl Persona {
 
         let mut demo_inputs = Vec::new();
         let mut demos = Vec::new();
-        for hit in retrieve::select(&candidates, turn.k) {
+        let chosen = match turn.demos {
+            DemoMode::Nearest => retrieve::select(&candidates, turn.k),
+            _ => hits.clone(),
+        };
+        for hit in chosen {
             let e = self.artifact.examples[hit.id];
             let c = &self.artifact.conversations[e.conversation as usize];
             let turn_at = e.turn as usize;

@@ -216,3 +216,17 @@ fn an_unknown_timezone_in_the_config_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn an_artifact_built_with_another_embedding_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut artifact = persona::artifact::read(shared_artifact()).unwrap();
+    artifact.manifest.embedding.model_sha256 = "0".repeat(64);
+    artifact.manifest.embedding.model_id = "some/other-model".into();
+    let path = dir.path().join("other-model.bin");
+    persona::artifact::write(&path, &artifact).unwrap();
+    // The file itself is sound: inspect reads it.
+    assert!(persona(&["inspect", path.to_str().unwrap()]).success().contains("some/other-model"));
+    let err = persona(&["ask", "--artifact", path.to_str().unwrap(), "--dry-run", "hi"]).failure();
+    assert!(err.contains("some/other-model") && err.contains("persona compile"), "{err}");
+}

@@ -1,0 +1,474 @@
+//! `persona eval`: voice fidelity on held-out turns, for the real pipeline and its baselines.
+//!
+//! Runs each system (`zero_shot`: the signature alone; `random_k`: k random gold demos, like
+//! DSPy's LabeledFewShot; `knn`: the real pipeline; or `responses`: replies given in a file) on the
+//! same held-out turns with the same LLM settings, scores every reply (`style`, `semantic`,
+//! violations, `voice_fidelity`), checks that the metric itself tells the creator's voice from an
+//! assistant's on the contrast set, and builds the report. Metrics are in `metrics` and `style`;
+//! rendering the report is in `report`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::compile::progress_bar;
+use crate::dataset::{self, FanProfile, Message};
+use crate::llm::ChatModel;
+use crate::metrics::{self, Interval};
+use crate::runtime::{DemoMode, Persona, Turn};
+use crate::style::StyleProfile;
+
+/// Bootstrap resamples per interval.
+pub const BOOTSTRAP: usize = 1000;
+
+/// A system under evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum System {
+    /// No demos.
+    ZeroShot,
+    /// k random demos.
+    RandomK,
+    /// The k nearest demos.
+    Knn,
+    /// Replies from `--responses`.
+    Responses,
+}
+
+impl System {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::ZeroShot => "zero_shot",
+            System::RandomK => "random_k",
+            System::Knn => "knn",
+            System::Responses => "responses",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Result<System> {
+        Ok(match name {
+            "zero_shot" => System::ZeroShot,
+            "random_k" => System::RandomK,
+            "knn" => System::Knn,
+            other => bail!("unknown system `{other}`; use zero_shot, random_k or knn"),
+        })
+    }
+}
+
+/// One held-out creator turn.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The conversation's id or index.
+    pub conversation: String,
+    /// The messages before the reply.
+    pub history: Vec<Message>,
+    /// The fan's profile.
+    pub fan: Option<FanProfile>,
+    /// The creator's real reply.
+    pub real: String,
+    /// The moment of the reply.
+    pub now: Timestamp,
+}
+
+/// The held-out turns: from a file in the training-data schema, or the artifact's held-out set.
+pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
+    let (conversations, which): (Vec<dataset::Conversation>, Vec<usize>) = match heldout {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading the held-out set `{}`", path.display()))?;
+            let conversations = dataset::parse(&bytes).map_err(|e| {
+                anyhow::anyhow!("the held-out set `{}` is invalid at {}: {}", path.display(), e.place, e.problem)
+            })?;
+            let all = (0..conversations.len()).collect();
+            (conversations, all)
+        }
+        None => {
+            let a = &persona.artifact;
+            if a.manifest.heldout.conversations.is_empty() {
+                bail!(
+                    "the artifact has no held-out conversations (it was compiled with --holdout 0); recompile with \
+                     `persona compile <data> --holdout 0.2` or pass --heldout FILE"
+                );
+            }
+            (a.conversations.clone(), a.manifest.heldout.conversations.clone())
+        }
+    };
+    // A fixed moment for turns without timestamps, so runs repeat.
+    let fallback_now: Timestamp = "2026-01-15T02:00:00Z".parse().context("the fixed eval time")?;
+    let mut out = Vec::new();
+    for c in which {
+        let conversation = &conversations[c];
+        for (t, m) in conversation.messages.iter().enumerate() {
+            if !m.from_creator || t == 0 {
+                continue;
+            }
+            let history = conversation.messages[..t].to_vec();
+            let now = m.sent_at.or_else(|| history.last().and_then(|h| h.sent_at)).unwrap_or(fallback_now);
+            out.push(Item {
+                conversation: conversation.id.clone().unwrap_or_else(|| format!("#{c}")),
+                history,
+                fan: conversation.fan.clone(),
+                real: m.content.clone(),
+                now,
+            });
+        }
+    }
+    if out.is_empty() {
+        bail!("the held-out set has no creator replies to score");
+    }
+    Ok(out)
+}
+
+/// A reply of a system to one item.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The final reply.
+    pub text: String,
+    /// Whether the first draft was blocked by the filter (`None` when there was no draft).
+    pub draft_blocked: Option<bool>,
+}
+
+/// Generates the replies of an LLM system.
+pub async fn generate<M: ChatModel>(
+    persona: &Persona,
+    model: &M,
+    system: System,
+    items: &[Item],
+    prefill: bool,
+    seed: u64,
+    progress: &mut dyn FnMut(),
+) -> Result<Vec<Reply>> {
+    let k = persona.artifact.settings.retrieval.k;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let demos = match system {
+            System::ZeroShot => DemoMode::None,
+            System::RandomK => DemoMode::Random(seed.wrapping_add(i as u64)),
+            System::Knn | System::Responses => DemoMode::Nearest,
+        };
+        let turn = Turn { history: &item.history, fan: item.fan.as_ref(), now: item.now, k, prefill, demos };
+        let prepared = persona.prepare(&turn)?;
+        let generated = persona
+            .generate(model, &prepared)
+            .await
+            .with_context(|| format!("system {} on held-out turn {i}", system.name()))?;
+        out.push(Reply { text: generated.reply, draft_blocked: generated.filter.output.first().map(|v| v.blocked) });
+        progress();
+    }
+    Ok(out)
+}
+
+/// One line of a `--responses` file.
+#[derive(Debug, Deserialize)]
+struct ResponseLine {
+    index: usize,
+    response: String,
+}
+
+/// Reads `--responses`: one `{"index", "response"}` per held-out turn, every index exactly once.
+pub fn read_responses(path: &Path, n: usize) -> Result<Vec<Reply>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the responses `{}`", path.display()))?;
+    let mut by_index: BTreeMap<usize, String> = BTreeMap::new();
+    for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: ResponseLine = serde_json::from_str(line).with_context(|| {
+            format!("`{}` line {}: expected {{\"index\": number, \"response\": string}}", path.display(), line_no + 1)
+        })?;
+        if r.index >= n {
+            bail!(
+                "`{}` line {}: index {} is out of range; there are {n} held-out turns (0 to {})",
+                path.display(),
+                line_no + 1,
+                r.index,
+                n.saturating_sub(1)
+            );
+        }
+        if by_index.insert(r.index, r.response).is_some() {
+            bail!("`{}` line {}: index {} appears twice", path.display(), line_no + 1, r.index);
+        }
+    }
+    let missing: Vec<String> = (0..n).filter(|i| !by_index.contains_key(i)).map(|i| i.to_string()).collect();
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+        bail!(
+            "`{}` has no response for {} held-out turn(s): {}{}; give one line per index 0 to {}",
+            path.display(),
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > 10 { ", ..." } else { "" },
+            n - 1
+        );
+    }
+    Ok(by_index.into_values().map(|text| Reply { text, draft_blocked: None }).collect())
+}
+
+/// Per-item scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemScore {
+    /// Held-out turn index.
+    pub index: usize,
+    /// System name.
+    pub system: &'static str,
+    /// The reply scored.
+    pub reply: String,
+    /// voice_fidelity.
+    pub voice_fidelity: f64,
+    /// semantic.
+    pub semantic: f64,
+    /// style.
+    pub style: f64,
+    /// Whether the final reply is blocked by the filter.
+    pub violates: bool,
+}
+
+/// A system's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemSummary {
+    /// voice_fidelity with its interval.
+    pub voice_fidelity: Interval,
+    /// semantic with its interval.
+    pub semantic: Interval,
+    /// style with its interval.
+    pub style: Interval,
+    /// Violation shares before and after the filter stage.
+    pub violations: Violations,
+}
+
+/// Shares of replies the filter blocks.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Violations {
+    /// First drafts blocked (before the filter stage), when drafts exist.
+    pub draft: Option<f64>,
+    /// Final replies blocked (after the filter stage).
+    #[serde(rename = "final")]
+    pub final_: f64,
+}
+
+/// Scores the replies of one system.
+pub fn score(
+    persona: &Persona,
+    profile: &StyleProfile,
+    system: System,
+    items: &[Item],
+    real_vectors: &[Vec<f32>],
+    replies: &[Reply],
+    seed: u64,
+) -> Result<(SystemSummary, Vec<ItemScore>)> {
+    let texts: Vec<&str> = replies.iter().map(|r| r.text.as_str()).collect();
+    let vectors = persona.embed(&texts)?;
+    let mut scores = Vec::with_capacity(items.len());
+    for (i, (reply, vector)) in replies.iter().zip(&vectors).enumerate() {
+        let style = profile.score(&reply.text).style;
+        let semantic = metrics::semantic(vector, &real_vectors[i]);
+        let violates = persona.check(&reply.text)?.blocked;
+        scores.push(ItemScore {
+            index: i,
+            system: system.name(),
+            reply: reply.text.clone(),
+            voice_fidelity: metrics::voice_fidelity(style, semantic, violates),
+            semantic,
+            style,
+            violates,
+        });
+    }
+    let column = |f: fn(&ItemScore) -> f64| scores.iter().map(f).collect::<Vec<f64>>();
+    let drafts: Vec<bool> = replies.iter().filter_map(|r| r.draft_blocked).collect();
+    let share = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let summary = SystemSummary {
+        voice_fidelity: metrics::bootstrap(&column(|s| s.voice_fidelity), BOOTSTRAP, seed),
+        semantic: metrics::bootstrap(&column(|s| s.semantic), BOOTSTRAP, seed),
+        style: metrics::bootstrap(&column(|s| s.style), BOOTSTRAP, seed),
+        violations: Violations {
+            draft: (!drafts.is_empty()).then(|| share(drafts.iter().filter(|b| **b).count(), drafts.len())),
+            final_: share(scores.iter().filter(|s| s.violates).count(), scores.len()),
+        },
+    };
+    Ok((summary, scores))
+}
+
+/// One line of the contrast set.
+#[derive(Debug, Deserialize)]
+struct ContrastLine {
+    real: String,
+    voice: String,
+    assistant: String,
+}
+
+/// How well the metric tells the creator's voice from an assistant's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validity {
+    /// The contrast set.
+    pub contrast: PathBuf,
+    /// Turns in it.
+    pub turns: usize,
+    /// Pairwise accuracy of `style`: real and in-voice replies above assistant replies.
+    pub style: f64,
+    /// Pairwise accuracy of `voice_fidelity`: an in-voice reply above an assistant reply, both
+    /// scored against the real reply.
+    pub voice_fidelity: f64,
+    /// The floor both must reach.
+    pub floor: f64,
+}
+
+/// Measures validity on a contrast set.
+pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f64) -> Result<Validity> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the contrast set `{}`", path.display()))?;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        lines.push(serde_json::from_str::<ContrastLine>(line).with_context(|| {
+            format!("`{}` line {}: expected {{\"real\", \"voice\", \"assistant\"}} strings", path.display(), n + 1)
+        })?);
+    }
+    if lines.is_empty() {
+        bail!("the contrast set `{}` is empty", path.display());
+    }
+    let mut style_pairs = Vec::new();
+    let mut vf_pairs = Vec::new();
+    let texts: Vec<&str> = lines.iter().flat_map(|l| [l.real.as_str(), l.voice.as_str(), l.assistant.as_str()]).collect();
+    let vectors = persona.embed(&texts)?;
+    for (l, v) in lines.iter().zip(vectors.chunks_exact(3)) {
+        let (real, voice, assistant) = (profile.score(&l.real).style, profile.score(&l.voice).style, profile.score(&l.assistant).style);
+        style_pairs.push((real, assistant));
+        style_pairs.push((voice, assistant));
+        let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false);
+        let vf_assistant = metrics::voice_fidelity(assistant, metrics::semantic(&v[2], &v[0]), false);
+        vf_pairs.push((vf_voice, vf_assistant));
+    }
+    Ok(Validity {
+        contrast: path.to_path_buf(),
+        turns: lines.len(),
+        style: metrics::pairwise_accuracy(&style_pairs),
+        voice_fidelity: metrics::pairwise_accuracy(&vf_pairs),
+        floor,
+    })
+}
+
+/// The paired difference of two systems on one metric, with its bootstrap interval.
+pub fn difference(a: &[ItemScore], b: &[ItemScore], metric: fn(&ItemScore) -> f64, seed: u64) -> Interval {
+    let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| metric(x) - metric(y)).collect();
+    metrics::bootstrap(&diffs, BOOTSTRAP, seed)
+}
+
+/// Bar for the progress of LLM systems.
+pub fn bar(total: usize) -> indicatif::ProgressBar {
+    progress_bar(total as u64, "eval")
+}
+
+/// What `persona eval` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The artifact.
+    pub artifact: PathBuf,
+    /// A held-out set instead of the artifact's.
+    pub heldout: Option<PathBuf>,
+    /// Replies to score instead of generating.
+    pub responses: Option<PathBuf>,
+    /// Score only the first N turns.
+    pub limit: Option<usize>,
+    /// LLM systems to run.
+    pub systems: Vec<System>,
+    /// The contrast set for validity.
+    pub contrast: PathBuf,
+    /// Validity floor.
+    pub min_validity: f64,
+    /// Seed for random demos and the bootstrap.
+    pub seed: u64,
+}
+
+/// Runs the evaluation and builds the report. Nothing is written here, so a failure midway never
+/// leaves a partial report.
+pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::report::Report> {
+    let persona = Persona::load(&options.artifact, &crate::paths::Assets::locate(), config.embedding.effective_threads())?;
+    let replies_of_index: Vec<&str> = persona
+        .artifact
+        .examples
+        .iter()
+        .filter_map(|e| {
+            let c = persona.artifact.conversations.get(e.conversation as usize)?;
+            Some(c.messages.get(e.turn as usize)?.content.as_str())
+        })
+        .collect();
+    let profile = StyleProfile::build(&replies_of_index);
+    let validity = validity(&persona, &profile, &options.contrast, options.min_validity)?;
+
+    let mut items = items(&persona, options.heldout.as_deref())?;
+    if let Some(limit) = options.limit {
+        items.truncate(limit.max(1));
+    }
+    let reals: Vec<&str> = items.iter().map(|i| i.real.as_str()).collect();
+    let real_vectors = persona.embed(&reals)?;
+
+    let mut runs: Vec<(System, Vec<Reply>)> = Vec::new();
+    if let Some(path) = &options.responses {
+        runs.push((System::Responses, read_responses(path, items.len())?));
+    } else {
+        let client = crate::llm::LlmClient::new(config.llm.clone())?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+        let bar = bar(items.len() * options.systems.len());
+        for &system in &options.systems {
+            let replies = rt.block_on(generate(&persona, &client, system, &items, config.llm.prefill, options.seed, &mut || bar.inc(1)))?;
+            runs.push((system, replies));
+        }
+        bar.finish_and_clear();
+    }
+
+    let mut systems = BTreeMap::new();
+    let mut all_items = Vec::new();
+    let mut by_system: BTreeMap<System, Vec<ItemScore>> = BTreeMap::new();
+    for (system, replies) in &runs {
+        let (summary, scores) = score(&persona, &profile, *system, &items, &real_vectors, replies, options.seed)?;
+        systems.insert(system.name(), summary);
+        by_system.insert(*system, scores.clone());
+        all_items.extend(scores);
+    }
+    let mut differences = BTreeMap::new();
+    if let (Some(knn), Some(zero)) = (by_system.get(&System::Knn), by_system.get(&System::ZeroShot)) {
+        let mut d = BTreeMap::new();
+        d.insert("style", difference(knn, zero, |s| s.style, options.seed));
+        d.insert("voice_fidelity", difference(knn, zero, |s| s.voice_fidelity, options.seed));
+        d.insert("semantic", difference(knn, zero, |s| s.semantic, options.seed));
+        differences.insert("knn - zero_shot".to_string(), d);
+    }
+    let settings = serde_json::json!({
+        "artifact": options.artifact,
+        "model": config.llm.model,
+        "base_url": config.llm.base_url,
+        "temperature": config.llm.temperature,
+        "seed": options.seed,
+        "k": persona.artifact.settings.retrieval.k,
+        "heldout": options.heldout.as_ref().map_or("artifact".to_string(), |p| p.display().to_string()),
+        "responses": options.responses,
+    });
+    Ok(crate::report::Report { settings, turns: items.len(), systems, differences, validity, items: all_items })
+}
+
+/// The reasons a report fails the CI gate, if any.
+pub fn gate_failures(report: &crate::report::Report, require_knn_beats_zero_shot: bool) -> Vec<String> {
+    let mut failures = Vec::new();
+    let v = &report.validity;
+    if v.style < v.floor || v.voice_fidelity < v.floor {
+        failures.push(format!(
+            "the metric cannot tell the creator's voice from an assistant's well enough: style {:.3}, voice_fidelity {:.3}, floor {:.2}",
+            v.style, v.voice_fidelity, v.floor
+        ));
+    }
+    for (name, s) in &report.systems {
+        if s.violations.final_ > 0.0 {
+            failures.push(format!("{name}: {:.1}% of final replies violate the filter", 100.0 * s.violations.final_));
+        }
+    }
+    if require_knn_beats_zero_shot {
+        match (report.systems.get("knn"), report.systems.get("zero_shot")) {
+            (Some(k), Some(z)) if k.style.mean > z.style.mean => {}
+            (Some(k), Some(z)) => failures.push(format!(
+                "knn does not beat zero_shot on style ({:.3} vs {:.3})",
+                k.style.mean, z.style.mean
+            )),
+            _ => failures.push("the gate needs both knn and zero_shot in --systems".into()),
+        }
+    }
+    failures
+}

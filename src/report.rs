@@ -1,0 +1,151 @@
+//! The eval report: one structure rendered as Markdown, JSON and an SVG bar chart.
+//!
+//! Owns the layout of what `persona eval` prints and writes with `--report DIR`. Writing goes
+//! through `artifact::write_atomic`, so a report directory never holds half a file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::eval::{ItemScore, SystemSummary, Validity};
+use crate::metrics::Interval;
+
+/// Everything `persona eval` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What was run: model, temperature, seed, turns.
+    pub settings: serde_json::Value,
+    /// Held-out turns scored.
+    pub turns: usize,
+    /// Per system.
+    pub systems: BTreeMap<&'static str, SystemSummary>,
+    /// Paired differences, e.g. `knn - zero_shot` -> metric -> interval.
+    pub differences: BTreeMap<String, BTreeMap<&'static str, Interval>>,
+    /// The metric's validity.
+    pub validity: Validity,
+    /// Per-item scores.
+    pub items: Vec<ItemScore>,
+}
+
+fn cell(i: &Interval) -> String {
+    format!("{:.3} [{:.3}, {:.3}]", i.mean, i.low, i.high)
+}
+
+/// The report as Markdown.
+pub fn markdown(r: &Report) -> String {
+    let mut out = String::new();
+    let s = &r.settings;
+    let _ = writeln!(
+        out,
+        "persona eval: {} held-out turns, model `{}`, temperature {}, seed {}, k {}\n",
+        r.turns, s["model"].as_str().unwrap_or("?"), s["temperature"], s["seed"], s["k"]
+    );
+    out.push_str("| system | voice_fidelity | semantic | style | violations (draft -> final) |\n");
+    out.push_str("|---|---|---|---|---|\n");
+    for (name, m) in &r.systems {
+        let draft = m.violations.draft.map_or("-".to_string(), |d| format!("{d:.3}"));
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {draft} -> {:.3} |",
+            cell(&m.voice_fidelity),
+            cell(&m.semantic),
+            cell(&m.style),
+            m.violations.final_
+        );
+    }
+    out.push_str("\nmeans with bootstrap 95% intervals over turns.\n");
+    for (pair, metrics) in &r.differences {
+        let parts: Vec<String> = metrics.iter().map(|(m, i)| format!("{m} {:+.3} [{:+.3}, {:+.3}]", i.mean, i.low, i.high)).collect();
+        let _ = writeln!(out, "\n{pair}: {}", parts.join(", "));
+    }
+    let v = &r.validity;
+    let _ = writeln!(
+        out,
+        "\nvalidity on `{}` ({} turns; real and in-voice replies vs assistant-style replies to the same messages): \
+         style pairwise accuracy {:.3}, voice_fidelity pairwise accuracy {:.3} (floor {:.2})",
+        v.contrast.display(),
+        v.turns,
+        v.style,
+        v.voice_fidelity,
+        v.floor
+    );
+    out
+}
+
+/// A bar chart of voice_fidelity and style per system, with their intervals, as SVG.
+pub fn svg(r: &Report) -> String {
+    let (w, h, left, bottom, top) = (640.0, 360.0, 60.0, 60.0, 40.0);
+    let plot_h = h - bottom - top;
+    let names: Vec<&&str> = r.systems.keys().collect();
+    let group = (w - left - 20.0) / names.len().max(1) as f64;
+    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 1.0));
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"22\" font-size=\"14\">voice fidelity and style by system (mean, 95% interval), {} turns</text>\n",
+        r.turns
+    );
+    for t in 0..=5 {
+        let v = f64::from(t) / 5.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.1}</text>",
+            w - 20.0,
+            y(v),
+            y(v),
+            left - 6.0,
+            y(v) + 4.0
+        );
+    }
+    let colors = [("voice_fidelity", "#6a4c93"), ("style", "#8ac926")];
+    for (g, name) in names.iter().enumerate() {
+        let m = &r.systems[**name];
+        let x0 = left + group * g as f64 + group * 0.15;
+        let bar_w = group * 0.3;
+        for (b, (metric, color)) in colors.iter().enumerate() {
+            let i = if *metric == "style" { &m.style } else { &m.voice_fidelity };
+            let x = x0 + bar_w * b as f64;
+            let _ = writeln!(
+                out,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>\n\
+                 <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{:.2}</text>",
+                y(i.mean),
+                bar_w - 4.0,
+                y(0.0) - y(i.mean),
+                x + bar_w / 2.0 - 2.0,
+                x + bar_w / 2.0 - 2.0,
+                y(i.low),
+                y(i.high),
+                x + bar_w / 2.0 - 2.0,
+                y(i.high) - 4.0,
+                i.mean
+            );
+        }
+        let _ = writeln!(out, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{name}</text>", x0 + bar_w, h - bottom + 18.0);
+    }
+    for (b, (metric, color)) in colors.iter().enumerate() {
+        let x = left + 160.0 * b as f64;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{metric}</text>",
+            h - 24.0,
+            x + 16.0,
+            h - 14.0
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Writes `report.md`, `report.json` and `report.svg` into `dir` (created if missing).
+pub fn write_dir(r: &Report, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the report directory `{}`", dir.display()))?;
+    crate::artifact::write_atomic(&dir.join("report.md"), markdown(r).as_bytes())?;
+    crate::artifact::write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
+    crate::artifact::write_atomic(&dir.join("report.svg"), svg(r).as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The creator's style profile and how close a reply comes to it.
+//!
+//! Stylometry in three parts, combined because single surface features are near chance at telling
+//! authors apart while combined profiles do better: surface habits (length, casing, ellipses,
+//! tildes, exclamation and question marks, emoji, commas, word length) as z-scores against the
+//! creator's own spread; a character-trigram profile (casing, punctuation and emoji included);
+//! and a function-word profile in the manner of Burrows' Delta with cosine similarity. Pure
+//! functions over text; no model.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Number of surface features.
+pub const SURFACE: usize = 9;
+/// Names of the surface features, in order.
+pub const SURFACE_NAMES: [&str; SURFACE] = [
+    "log_words",
+    "uppercase_share",
+    "ellipses_per_word",
+    "tildes_per_word",
+    "exclamations_per_word",
+    "asks_question",
+    "emoji_per_word",
+    "commas_per_word",
+    "mean_word_length",
+];
+/// Function words kept in the profile.
+pub const FUNCTION_WORDS: usize = 40;
+/// Weights of surface, character-trigram and function-word similarity in `style`.
+pub const WEIGHTS: [f64; 3] = [0.4, 0.3, 0.3];
+
+/// The surface features of one text.
+pub fn surface(text: &str) -> [f64; SURFACE] {
+    let words = words(text).len().max(1) as f64;
+    let letters = text.chars().filter(|c| c.is_alphabetic()).count().max(1) as f64;
+    let upper = text.chars().filter(|c| c.is_uppercase()).count() as f64;
+    let ellipses = text.matches("...").count() as f64 + text.matches('…').count() as f64;
+    let count = |c: char| text.chars().filter(|&x| x == c).count() as f64;
+    let emoji = text.chars().filter(|&c| is_emoji(c)).count() as f64;
+    let word_chars: usize = words_iter(text).map(|w| w.chars().count()).sum();
+    [
+        (1.0 + words_iter(text).count() as f64).ln(),
+        upper / letters,
+        ellipses / words,
+        count('~') / words,
+        count('!') / words,
+        f64::from(u8::from(text.contains('?'))),
+        emoji / words,
+        count(',') / words,
+        word_chars as f64 / words,
+    ]
+}
+
+/// Whether a character is an emoji or pictograph.
+pub fn is_emoji(c: char) -> bool {
+    matches!(c as u32, 0x1F300..=0x1FAFF | 0x2600..=0x27BF | 0x1F000..=0x1F2FF)
+}
+
+fn words_iter(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\'')).filter(|w| !w.is_empty())
+}
+
+fn words(text: &str) -> Vec<String> {
+    words_iter(text).map(str::to_lowercase).collect()
+}
+
+/// Character trigram counts, case and punctuation kept.
+pub fn trigrams(text: &str) -> HashMap<String, f64> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = HashMap::new();
+    for w in chars.windows(3) {
+        *out.entry(w.iter().collect::<String>()).or_insert(0.0) += 1.0;
+    }
+    out
+}
+
+/// Cosine similarity of two sparse vectors.
+pub fn cosine_sparse(a: &HashMap<String, f64>, b: &HashMap<String, f64>) -> f64 {
+    let dot: f64 = a.iter().filter_map(|(k, x)| b.get(k).map(|y| x * y)).sum();
+    let na = a.values().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.values().map(|x| x * x).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+/// Cosine similarity of two dense vectors.
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+/// The creator's style, built from their replies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StyleProfile {
+    /// Mean of each surface feature.
+    pub surface_mean: Vec<f64>,
+    /// Spread of each surface feature (floored so a constant habit still has a scale).
+    pub surface_std: Vec<f64>,
+    /// Aggregate character-trigram counts.
+    pub trigrams: HashMap<String, f64>,
+    /// The most frequent words of the creator, most frequent first.
+    pub function_words: Vec<String>,
+    /// The creator's relative frequency of each function word.
+    pub function_profile: Vec<f64>,
+}
+
+/// How close one text is to the profile, by part.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StyleScore {
+    /// Surface similarity: mean over features of exp(-z^2 / 2).
+    pub surface: f64,
+    /// Cosine of character-trigram profiles.
+    pub trigrams: f64,
+    /// Cosine of function-word profiles.
+    pub function_words: f64,
+    /// The weighted combination, in [0, 1].
+    pub style: f64,
+}
+
+impl StyleProfile {
+    /// Builds the profile from the creator's replies.
+    pub fn build<S: AsRef<str>>(replies: &[S]) -> StyleProfile {
+        let n = replies.len().max(1) as f64;
+        let features: Vec<[f64; SURFACE]> = replies.iter().map(|r| surface(r.as_ref())).collect();
+        let mut mean = vec![0.0; SURFACE];
+        let mut std = vec![0.0; SURFACE];
+        for f in &features {
+            for i in 0..SURFACE {
+                mean[i] += f[i] / n;
+            }
+        }
+        for f in &features {
+            for i in 0..SURFACE {
+                std[i] += (f[i] - mean[i]).powi(2) / n;
+            }
+        }
+        for i in 0..SURFACE {
+            std[i] = std[i].sqrt().max(0.05 * mean[i].abs() + 0.02);
+        }
+        let mut tri = HashMap::new();
+        let mut counts: HashMap<String, f64> = HashMap::new();
+        let mut total = 0.0;
+        for r in replies {
+            for (k, v) in trigrams(r.as_ref()) {
+                *tri.entry(k).or_insert(0.0) += v;
+            }
+            for w in words(r.as_ref()) {
+                *counts.entry(w).or_insert(0.0) += 1.0;
+                total += 1.0;
+            }
+        }
+        let mut ranked: Vec<(String, f64)> = counts.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(FUNCTION_WORDS);
+        let total = f64::max(total, 1.0);
+        StyleProfile {
+            surface_mean: mean,
+            surface_std: std,
+            trigrams: tri,
+            function_profile: ranked.iter().map(|(_, c)| c / total).collect(),
+            function_words: ranked.into_iter().map(|(w, _)| w).collect(),
+        }
+    }
+
+    /// Scores a text against the profile.
+    pub fn score(&self, text: &str) -> StyleScore {
+        let f = surface(text);
+        let surface = (0..SURFACE)
+            .map(|i| {
+                let z = (f[i] - self.surface_mean[i]) / self.surface_std[i];
+                (-z * z / 2.0).exp()
+            })
+            .sum::<f64>()
+            / SURFACE as f64;
+        let trigrams = cosine_sparse(&trigrams(text), &self.trigrams);
+        let ws = words(text);
+        let total = ws.len().max(1) as f64;
+        let profile: Vec<f64> = self
+            .function_words
+            .iter()
+            .map(|fw| ws.iter().filter(|w| *w == fw).count() as f64 / total)
+            .collect();
+        let function_words = cosine(&profile, &self.function_profile);
+        let style = WEIGHTS[0] * surface + WEIGHTS[1] * trigrams + WEIGHTS[2] * function_words;
+        StyleScore { surface, trigrams, function_words, style }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surface_features_by_hand() {
+        // "mm hi... you ok? 🌙": 4 words, 0 uppercase of 7 letters, 1 ellipsis, 0 tildes,
+        // 0 exclamations, a question, 1 emoji, 0 commas, word lengths 2+2+3+2 = 9 -> 2.25.
+        let f = surface("mm hi... you ok? 🌙");
+        let expected = [(5.0f64).ln(), 0.0, 0.25, 0.0, 0.0, 1.0, 0.25, 0.0, 2.25];
+        for i in 0..SURFACE {
+            assert!((f[i] - expected[i]).abs() < 1e-9, "{}: {} vs {}", SURFACE_NAMES[i], f[i], expected[i]);
+        }
+        let g = surface("Hello, World!");
+        assert!((g[1] - 0.2).abs() < 1e-9, "2 of 10 letters are uppercase");
+        assert!((g[4] - 0.5).abs() < 1e-9 && (g[7] - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cosines_by_hand() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+        let a = trigrams("abcd"); // abc, bcd
+        let b = trigrams("abce"); // abc, bce
+        assert!((cosine_sparse(&a, &b) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_creators_voice_scores_above_an_assistant_voice() {
+        let creator = [
+            "mm hi petal... just steeping some oolong 🍵 how was your day?",
+            "hehe biscuit stole my spot again~ he owns this apartment, i just pay rent 🐈",
+            "oh honey... come sit with me a while, the rain is doing its thing 🌙",
+            "mmh tiny joys, right? tell me the best part of your morning~",
+        ];
+        let p = StyleProfile::build(&creator);
+        let voice = p.score("mm that sounds like a slow kind of evening, sweet thing... what are you sipping? 🍵");
+        let assistant = p.score("That sounds wonderful! I hope you have a great evening. Let me know if there is anything I can help you with.");
+        assert!(voice.style > assistant.style, "{voice:?} vs {assistant:?}");
+        assert!(voice.surface > assistant.surface, "{voice:?} vs {assistant:?}");
+        assert!((0.0..=1.0).contains(&voice.style) && (0.0..=1.0).contains(&assistant.style));
+    }
+
+    #[test]
+    fn the_profile_counts_function_words() {
+        let p = StyleProfile::build(&["the cat the tea", "the rain"]);
+        assert_eq!(p.function_words[0], "the");
+        assert!((p.function_profile[0] - 0.5).abs() < 1e-12, "3 of 6 words");
+    }
+}
