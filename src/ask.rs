@@ -71,6 +71,14 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
         runtime::check_message(message)?;
     }
     let fixed_now = args.now.as_deref().map(runtime::parse_now).transpose()?;
+    anyhow::ensure!(
+        (1..=8).contains(&args.candidates),
+        "--candidates must be between 1 and 8, got {}",
+        args.candidates
+    );
+    if args.candidates > 1 && config.llm.temperature == 0.0 {
+        anyhow::bail!("--candidates needs a temperature above 0, or every candidate is the same; pass --temperature 0.7");
+    }
     if let Some(k) = args.k {
         anyhow::ensure!((1..=32).contains(&k), "--k must be between 1 and 32, got {k}");
     }
@@ -87,54 +95,64 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     let mut session = Session::open(args)?;
     let k = args.k.unwrap_or(persona.artifact.settings.retrieval.k);
 
-    let answer =
-        |session: &mut Session, persona: &Persona, text: &str| -> Result<(Prepared, Option<Generated>)> {
-            let now = fixed_now.unwrap_or_else(Timestamp::now);
-            let fan_message = Message {
-                from_creator: false,
-                content: text.trim().to_string(),
-                sent_at: Some(now),
-            };
-            let mut history = session.history.clone();
-            history.push(fan_message.clone());
-            let turn = Turn {
-                history: &history,
-                fan: session.profile.as_ref(),
-                now,
-                k,
-                prefill: config.llm.prefill,
-                demos: DemoMode::Nearest,
-            };
-            let prepared = persona.prepare(&turn)?;
-            if args.dry_run {
-                return Ok((prepared, None));
-            }
-            if args.show_prompt {
-                eprintln!("{}", prompt::to_text(&prepared.messages));
-                eprintln!(
-                    "filter on the fan's message: {}",
-                    describe(&prepared.input_verdict)
-                );
-            }
-            // The fan's message is kept even if the model then fails: the fan did send it.
-            session.record(fan_message)?;
-            let generated = rt.block_on(persona.generate(&client, &prepared))?;
-            if args.show_prompt {
-                for (i, v) in generated.filter.output.iter().enumerate() {
-                    eprintln!("filter on draft {}: {}", i + 1, describe(v));
-                }
-                if generated.filter.fallback {
-                    eprintln!("every draft was blocked; replying with a deflection from the training data");
-                }
-            }
-            let reply_at = fixed_now.unwrap_or_else(Timestamp::now);
-            session.record(Message {
-                from_creator: true,
-                content: generated.reply.clone(),
-                sent_at: Some(reply_at),
-            })?;
-            Ok((prepared, Some(generated)))
+    let answer = |session: &mut Session,
+                  persona: &Persona,
+                  text: &str|
+     -> Result<(Prepared, Option<Generated>)> {
+        let now = fixed_now.unwrap_or_else(Timestamp::now);
+        let fan_message = Message {
+            from_creator: false,
+            content: text.trim().to_string(),
+            sent_at: Some(now),
         };
+        let mut history = session.history.clone();
+        history.push(fan_message.clone());
+        let turn = Turn {
+            history: &history,
+            fan: session.profile.as_ref(),
+            now,
+            k,
+            prefill: config.llm.prefill,
+            demos: DemoMode::Nearest,
+        };
+        let prepared = persona.prepare(&turn)?;
+        if args.dry_run {
+            return Ok((prepared, None));
+        }
+        if args.show_prompt {
+            eprintln!("{}", prompt::to_text(&prepared.messages));
+            eprintln!(
+                "filter on the fan's message: {}",
+                describe(&prepared.input_verdict)
+            );
+        }
+        // The fan's message is kept even if the model then fails: the fan did send it.
+        session.record(fan_message)?;
+        let generated = if args.candidates > 1 {
+            let seed = config
+                .llm
+                .seed
+                .unwrap_or_else(|| Timestamp::now().as_nanosecond() as u64);
+            rt.block_on(persona.best_of(&client, &prepared, args.candidates, config.llm.temperature, seed))?
+        } else {
+            rt.block_on(persona.generate(&client, &prepared))?
+        };
+        if args.show_prompt {
+            for (i, v) in generated.filter.output.iter().enumerate() {
+                eprintln!("filter on draft {}: {}", i + 1, describe(v));
+            }
+            if generated.filter.fallback {
+                eprintln!("every draft was blocked; replying with a deflection from the training data");
+            }
+        }
+        let reply_at = fixed_now.unwrap_or_else(Timestamp::now);
+        session.record(Message {
+            from_creator: true,
+            content: generated.reply.clone(),
+            sent_at: Some(reply_at),
+        })?;
+        Ok((prepared, Some(generated)))
+    };
 
     let mut out = std::io::stdout().lock();
     if let Some(message) = &args.message {
@@ -204,6 +222,7 @@ fn print_answer(
             "context": prepared.context,
             "attempts": generated.map_or(0, |g| g.filter.attempts),
             "calls": generated.map_or(0, |g| g.calls),
+            "candidates": generated.map(|g| &g.candidates),
             "filter": match generated {
                 Some(g) => json!(g.filter),
                 None => json!({"input": prepared.input_verdict}),

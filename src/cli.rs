@@ -58,6 +58,9 @@ pub struct AskArgs {
     /// Print the prompt and the demos without calling the LLM.
     #[arg(long)]
     pub dry_run: bool,
+    /// Best-of-N in voice: generate N candidates and reply with the one closest to the creator's style.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub candidates: u32,
     /// Print the prompt to stderr before the answer.
     #[arg(long)]
     pub show_prompt: bool,
@@ -166,7 +169,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Systems to run, comma-separated.
-    #[arg(long, value_name = "LIST", default_value = "zero_shot,random_k,knn", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "zero_shot,random_k,knn",
+        value_delimiter = ','
+    )]
     pub systems: Vec<String>,
     /// The contrast set that checks the metric itself.
     #[arg(long, value_name = "FILE")]

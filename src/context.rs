@@ -99,8 +99,10 @@ impl Facts {
             self.messages,
             if self.messages == 1 { "" } else { "s" }
         );
-        if let Some(s) = self.session_seconds {
-            chat.push_str(&format!(", this chat started {} ago", duration(s)));
+        match self.session_seconds {
+            Some(s) if s < 60 => chat.push_str(", this chat started just now"),
+            Some(s) => chat.push_str(&format!(", this chat started {} ago", duration(s))),
+            None => {}
         }
         if let Some(s) = self.since_previous_fan_message_seconds {
             chat.push_str(&format!(", the fan's previous message was {} ago", duration(s)));
@@ -345,7 +347,7 @@ mod tests {
         assert_eq!(
             f.render(),
             "your local time: Sunday 2026-01-04 10:00 (morning, UTC)\n\
-             3 messages so far, this chat started 0 s ago, the fan's previous message was 3 days ago\n\
+             3 messages so far, this chat started just now, the fan's previous message was 3 days ago\n\
              the fan is back after 2 days away"
         );
     }

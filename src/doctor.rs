@@ -108,7 +108,10 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
         let mut llm = finding(
             "llm server",
             crate::llm::probe(&config.llm.base_url),
-            "bash scripts/llm.sh start (the local model), or set PERSONA_LLM_BASE_URL / [llm] in persona.toml",
+            &format!(
+                "{} (the local model), or set PERSONA_LLM_BASE_URL / [llm] in persona.toml",
+                paths::script_command("llm.sh start")
+            ),
         );
         llm.required = false;
         findings.push(llm);

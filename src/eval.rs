@@ -79,9 +79,15 @@ pub struct Item {
 pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
     let (conversations, which): (Vec<dataset::Conversation>, Vec<usize>) = match heldout {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading the held-out set `{}`", path.display()))?;
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the held-out set `{}`", path.display()))?;
             let conversations = dataset::parse(&bytes).map_err(|e| {
-                anyhow::anyhow!("the held-out set `{}` is invalid at {}: {}", path.display(), e.place, e.problem)
+                anyhow::anyhow!(
+                    "the held-out set `{}` is invalid at {}: {}",
+                    path.display(),
+                    e.place,
+                    e.problem
+                )
             })?;
             let all = (0..conversations.len()).collect();
             (conversations, all)
@@ -107,7 +113,10 @@ pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
                 continue;
             }
             let history = conversation.messages[..t].to_vec();
-            let now = m.sent_at.or_else(|| history.last().and_then(|h| h.sent_at)).unwrap_or(fallback_now);
+            let now = m
+                .sent_at
+                .or_else(|| history.last().and_then(|h| h.sent_at))
+                .unwrap_or(fallback_now);
             out.push(Item {
                 conversation: conversation.id.clone().unwrap_or_else(|| format!("#{c}")),
                 history,
@@ -150,13 +159,23 @@ pub async fn generate<M: ChatModel>(
             System::RandomK => DemoMode::Random(seed.wrapping_add(i as u64)),
             System::Knn | System::Responses => DemoMode::Nearest,
         };
-        let turn = Turn { history: &item.history, fan: item.fan.as_ref(), now: item.now, k, prefill, demos };
+        let turn = Turn {
+            history: &item.history,
+            fan: item.fan.as_ref(),
+            now: item.now,
+            k,
+            prefill,
+            demos,
+        };
         let prepared = persona.prepare(&turn)?;
         let generated = persona
             .generate(model, &prepared)
             .await
             .with_context(|| format!("system {} on held-out turn {i}", system.name()))?;
-        out.push(Reply { text: generated.reply, draft_blocked: generated.filter.output.first().map(|v| v.blocked) });
+        out.push(Reply {
+            text: generated.reply,
+            draft_blocked: generated.filter.output.first().map(|v| v.blocked),
+        });
         progress();
     }
     Ok(out)
@@ -171,11 +190,16 @@ struct ResponseLine {
 
 /// Reads `--responses`: one `{"index", "response"}` per held-out turn, every index exactly once.
 pub fn read_responses(path: &Path, n: usize) -> Result<Vec<Reply>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the responses `{}`", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the responses `{}`", path.display()))?;
     let mut by_index: BTreeMap<usize, String> = BTreeMap::new();
     for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let r: ResponseLine = serde_json::from_str(line).with_context(|| {
-            format!("`{}` line {}: expected {{\"index\": number, \"response\": string}}", path.display(), line_no + 1)
+            format!(
+                "`{}` line {}: expected {{\"index\": number, \"response\": string}}",
+                path.display(),
+                line_no + 1
+            )
         })?;
         if r.index >= n {
             bail!(
@@ -187,10 +211,18 @@ pub fn read_responses(path: &Path, n: usize) -> Result<Vec<Reply>> {
             );
         }
         if by_index.insert(r.index, r.response).is_some() {
-            bail!("`{}` line {}: index {} appears twice", path.display(), line_no + 1, r.index);
+            bail!(
+                "`{}` line {}: index {} appears twice",
+                path.display(),
+                line_no + 1,
+                r.index
+            );
         }
     }
-    let missing: Vec<String> = (0..n).filter(|i| !by_index.contains_key(i)).map(|i| i.to_string()).collect();
+    let missing: Vec<String> = (0..n)
+        .filter(|i| !by_index.contains_key(i))
+        .map(|i| i.to_string())
+        .collect();
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
         bail!(
@@ -202,7 +234,13 @@ pub fn read_responses(path: &Path, n: usize) -> Result<Vec<Reply>> {
             n - 1
         );
     }
-    Ok(by_index.into_values().map(|text| Reply { text, draft_blocked: None }).collect())
+    Ok(by_index
+        .into_values()
+        .map(|text| Reply {
+            text,
+            draft_blocked: None,
+        })
+        .collect())
 }
 
 /// Per-item scores.
@@ -309,17 +347,24 @@ pub struct Validity {
     /// Pairwise accuracy of `voice_fidelity`: an in-voice reply above an assistant reply, both
     /// scored against the real reply.
     pub voice_fidelity: f64,
+    /// Pairwise accuracy of each part of `style` alone: surface, trigrams, words.
+    pub style_parts: BTreeMap<&'static str, f64>,
     /// The floor both must reach.
     pub floor: f64,
 }
 
 /// Measures validity on a contrast set.
 pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f64) -> Result<Validity> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the contrast set `{}`", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the contrast set `{}`", path.display()))?;
     let mut lines = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         lines.push(serde_json::from_str::<ContrastLine>(line).with_context(|| {
-            format!("`{}` line {}: expected {{\"real\", \"voice\", \"assistant\"}} strings", path.display(), n + 1)
+            format!(
+                "`{}` line {}: expected {{\"real\", \"voice\", \"assistant\"}} strings",
+                path.display(),
+                n + 1
+            )
         })?);
     }
     if lines.is_empty() {
@@ -327,10 +372,24 @@ pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f
     }
     let mut style_pairs = Vec::new();
     let mut vf_pairs = Vec::new();
-    let texts: Vec<&str> = lines.iter().flat_map(|l| [l.real.as_str(), l.voice.as_str(), l.assistant.as_str()]).collect();
+    let mut parts: [Vec<(f64, f64)>; 3] = Default::default();
+    let texts: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| [l.real.as_str(), l.voice.as_str(), l.assistant.as_str()])
+        .collect();
     let vectors = persona.embed(&texts)?;
     for (l, v) in lines.iter().zip(vectors.chunks_exact(3)) {
-        let (real, voice, assistant) = (profile.score(&l.real).style, profile.score(&l.voice).style, profile.score(&l.assistant).style);
+        let (r, vo, a) = (
+            profile.score(&l.real),
+            profile.score(&l.voice),
+            profile.score(&l.assistant),
+        );
+        for x in [r, vo] {
+            parts[0].push((x.surface, a.surface));
+            parts[1].push((x.trigrams, a.trigrams));
+            parts[2].push((x.words, a.words));
+        }
+        let (real, voice, assistant) = (r.style, vo.style, a.style);
         style_pairs.push((real, assistant));
         style_pairs.push((voice, assistant));
         let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false);
@@ -342,6 +401,10 @@ pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f
         turns: lines.len(),
         style: metrics::pairwise_accuracy(&style_pairs),
         voice_fidelity: metrics::pairwise_accuracy(&vf_pairs),
+        style_parts: ["surface", "trigrams", "words"]
+            .into_iter()
+            .zip(parts.iter().map(|p| metrics::pairwise_accuracy(p)))
+            .collect(),
         floor,
     })
 }
@@ -381,17 +444,12 @@ pub struct Options {
 /// Runs the evaluation and builds the report. Nothing is written here, so a failure midway never
 /// leaves a partial report.
 pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::report::Report> {
-    let persona = Persona::load(&options.artifact, &crate::paths::Assets::locate(), config.embedding.effective_threads())?;
-    let replies_of_index: Vec<&str> = persona
-        .artifact
-        .examples
-        .iter()
-        .filter_map(|e| {
-            let c = persona.artifact.conversations.get(e.conversation as usize)?;
-            Some(c.messages.get(e.turn as usize)?.content.as_str())
-        })
-        .collect();
-    let profile = StyleProfile::build(&replies_of_index);
+    let persona = Persona::load(
+        &options.artifact,
+        &crate::paths::Assets::locate(),
+        config.embedding.effective_threads(),
+    )?;
+    let profile = persona.profile().clone();
     let validity = validity(&persona, &profile, &options.contrast, options.min_validity)?;
 
     let mut items = items(&persona, options.heldout.as_deref())?;
@@ -406,10 +464,21 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
         runs.push((System::Responses, read_responses(path, items.len())?));
     } else {
         let client = crate::llm::LlmClient::new(config.llm.clone())?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
         let bar = bar(items.len() * options.systems.len());
         for &system in &options.systems {
-            let replies = rt.block_on(generate(&persona, &client, system, &items, config.llm.prefill, options.seed, &mut || bar.inc(1)))?;
+            let replies = rt.block_on(generate(
+                &persona,
+                &client,
+                system,
+                &items,
+                config.llm.prefill,
+                options.seed,
+                &mut || bar.inc(1),
+            ))?;
             runs.push((system, replies));
         }
         bar.finish_and_clear();
@@ -419,7 +488,15 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
     let mut all_items = Vec::new();
     let mut by_system: BTreeMap<System, Vec<ItemScore>> = BTreeMap::new();
     for (system, replies) in &runs {
-        let (summary, scores) = score(&persona, &profile, *system, &items, &real_vectors, replies, options.seed)?;
+        let (summary, scores) = score(
+            &persona,
+            &profile,
+            *system,
+            &items,
+            &real_vectors,
+            replies,
+            options.seed,
+        )?;
         systems.insert(system.name(), summary);
         by_system.insert(*system, scores.clone());
         all_items.extend(scores);
@@ -428,7 +505,10 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
     if let (Some(knn), Some(zero)) = (by_system.get(&System::Knn), by_system.get(&System::ZeroShot)) {
         let mut d = BTreeMap::new();
         d.insert("style", difference(knn, zero, |s| s.style, options.seed));
-        d.insert("voice_fidelity", difference(knn, zero, |s| s.voice_fidelity, options.seed));
+        d.insert(
+            "voice_fidelity",
+            difference(knn, zero, |s| s.voice_fidelity, options.seed),
+        );
         d.insert("semantic", difference(knn, zero, |s| s.semantic, options.seed));
         differences.insert("knn - zero_shot".to_string(), d);
     }
@@ -442,7 +522,14 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
         "heldout": options.heldout.as_ref().map_or("artifact".to_string(), |p| p.display().to_string()),
         "responses": options.responses,
     });
-    Ok(crate::report::Report { settings, turns: items.len(), systems, differences, validity, items: all_items })
+    Ok(crate::report::Report {
+        settings,
+        turns: items.len(),
+        systems,
+        differences,
+        validity,
+        items: all_items,
+    })
 }
 
 /// The reasons a report fails the CI gate, if any.
@@ -457,7 +544,10 @@ pub fn gate_failures(report: &crate::report::Report, require_knn_beats_zero_shot
     }
     for (name, s) in &report.systems {
         if s.violations.final_ > 0.0 {
-            failures.push(format!("{name}: {:.1}% of final replies violate the filter", 100.0 * s.violations.final_));
+            failures.push(format!(
+                "{name}: {:.1}% of final replies violate the filter",
+                100.0 * s.violations.final_
+            ));
         }
     }
     if require_knn_beats_zero_shot {

@@ -170,8 +170,9 @@ impl LlmSettings {
 pub enum LlmError {
     /// Nothing answered at the URL.
     #[error(
-        "no LLM answered at `{url}` ({detail}); start one (`bash scripts/llm.sh start` runs the local model) \
-         or point persona elsewhere with PERSONA_LLM_BASE_URL / `[llm] base_url` / `--llm-url`"
+        "no LLM answered at `{url}` ({detail}); start one (`{}` runs the local model) \
+         or point persona elsewhere with PERSONA_LLM_BASE_URL / `[llm] base_url` / `--llm-url`",
+        crate::paths::script_command("llm.sh start")
     )]
     Unreachable {
         /// The endpoint.
@@ -290,6 +291,17 @@ impl LlmClient {
     /// The settings in use.
     pub fn settings(&self) -> &LlmSettings {
         &self.settings
+    }
+
+    /// The same client sampling at another temperature and seed (for best-of-N candidates).
+    pub fn with_sampling(&self, temperature: f32, seed: u64) -> LlmClient {
+        let mut settings = self.settings.clone();
+        settings.temperature = temperature;
+        settings.seed = Some(seed);
+        LlmClient {
+            http: self.http.clone(),
+            settings,
+        }
     }
 
     async fn attempt(&self, url: &str, body: &Request<'_>) -> Result<Vec<String>, LlmError> {

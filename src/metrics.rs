@@ -6,14 +6,14 @@
 use serde::Serialize;
 
 /// Weight of `style` in `voice_fidelity` (the rest is `semantic`).
-pub const STYLE_WEIGHT: f64 = 0.6;
+pub const STYLE_WEIGHT: f64 = 0.75;
 
 /// `semantic`: cosine of the reply's and the real reply's embeddings, clipped at 0.
 pub fn semantic(reply: &[f32], real: &[f32]) -> f64 {
     f64::from(crate::embed::dot(reply, real)).max(0.0)
 }
 
-/// `voice_fidelity` in [0, 1]: 0.6 style + 0.4 semantic, and 0 for a reply the filter blocks.
+/// `voice_fidelity` in [0, 1]: 0.75 style + 0.25 semantic, and 0 for a reply the filter blocks.
 pub fn voice_fidelity(style: f64, semantic: f64, violates: bool) -> f64 {
     if violates {
         0.0
@@ -61,15 +61,28 @@ impl Rng {
 pub fn bootstrap(values: &[f64], iterations: usize, seed: u64) -> Interval {
     let mean = mean(values);
     if values.len() < 2 {
-        return Interval { mean, low: mean, high: mean };
+        return Interval {
+            mean,
+            low: mean,
+            high: mean,
+        };
     }
     let mut rng = Rng::new(seed);
     let mut means: Vec<f64> = (0..iterations)
-        .map(|_| (0..values.len()).map(|_| values[rng.below(values.len())]).sum::<f64>() / values.len() as f64)
+        .map(|_| {
+            (0..values.len())
+                .map(|_| values[rng.below(values.len())])
+                .sum::<f64>()
+                / values.len() as f64
+        })
         .collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| means[((q * (means.len() - 1) as f64).round() as usize).min(means.len() - 1)];
-    Interval { mean, low: at(0.025), high: at(0.975) }
+    Interval {
+        mean,
+        low: at(0.025),
+        high: at(0.975),
+    }
 }
 
 /// The mean of some values (0 for none).
@@ -88,7 +101,15 @@ pub fn pairwise_accuracy(pairs: &[(f64, f64)]) -> f64 {
     }
     pairs
         .iter()
-        .map(|(a, b)| if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 })
+        .map(|(a, b)| {
+            if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            }
+        })
         .sum::<f64>()
         / pairs.len() as f64
 }
@@ -101,8 +122,12 @@ mod tests {
     fn semantic_and_voice_fidelity_by_hand() {
         assert_eq!(semantic(&[1.0, 0.0], &[0.0, 1.0]), 0.0);
         assert!((semantic(&[0.6, 0.8], &[1.0, 0.0]) - 0.6).abs() < 1e-6);
-        assert_eq!(semantic(&[-1.0, 0.0], &[1.0, 0.0]), 0.0, "negative cosine clips to 0");
-        assert!((voice_fidelity(0.5, 1.0, false) - 0.7).abs() < 1e-12);
+        assert_eq!(
+            semantic(&[-1.0, 0.0], &[1.0, 0.0]),
+            0.0,
+            "negative cosine clips to 0"
+        );
+        assert!((voice_fidelity(0.5, 1.0, false) - 0.625).abs() < 1e-12);
         assert_eq!(voice_fidelity(0.9, 0.9, true), 0.0);
     }
 
@@ -120,7 +145,10 @@ mod tests {
 
     #[test]
     fn pairwise_accuracy_by_hand() {
-        assert_eq!(pairwise_accuracy(&[(2.0, 1.0), (1.0, 2.0), (1.0, 1.0), (3.0, 0.0)]), 0.625);
+        assert_eq!(
+            pairwise_accuracy(&[(2.0, 1.0), (1.0, 2.0), (1.0, 1.0), (3.0, 0.0)]),
+            0.625
+        );
         assert_eq!(pairwise_accuracy(&[]), 0.0);
     }
 }

@@ -67,6 +67,16 @@ pub fn setup_command() -> String {
     }
 }
 
+/// `bash <repo>/scripts/<script> <args>` with an absolute path when the repository is at hand.
+pub fn script_command(script_and_args: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    if dir.is_dir() {
+        format!("bash {}/{script_and_args}", dir.display())
+    } else {
+        format!("bash scripts/{script_and_args} (from the persona repository)")
+    }
+}
+
 fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

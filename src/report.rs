@@ -41,7 +41,11 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         out,
         "persona eval: {} held-out turns, model `{}`, temperature {}, seed {}, k {}\n",
-        r.turns, s["model"].as_str().unwrap_or("?"), s["temperature"], s["seed"], s["k"]
+        r.turns,
+        s["model"].as_str().unwrap_or("?"),
+        s["temperature"],
+        s["seed"],
+        s["k"]
     );
     out.push_str("| system | voice_fidelity | semantic | style | violations (draft -> final) |\n");
     out.push_str("|---|---|---|---|---|\n");
@@ -58,19 +62,23 @@ pub fn markdown(r: &Report) -> String {
     }
     out.push_str("\nmeans with bootstrap 95% intervals over turns.\n");
     for (pair, metrics) in &r.differences {
-        let parts: Vec<String> = metrics.iter().map(|(m, i)| format!("{m} {:+.3} [{:+.3}, {:+.3}]", i.mean, i.low, i.high)).collect();
+        let parts: Vec<String> = metrics
+            .iter()
+            .map(|(m, i)| format!("{m} {:+.3} [{:+.3}, {:+.3}]", i.mean, i.low, i.high))
+            .collect();
         let _ = writeln!(out, "\n{pair}: {}", parts.join(", "));
     }
     let v = &r.validity;
     let _ = writeln!(
         out,
         "\nvalidity on `{}` ({} turns; real and in-voice replies vs assistant-style replies to the same messages): \
-         style pairwise accuracy {:.3}, voice_fidelity pairwise accuracy {:.3} (floor {:.2})",
+         style pairwise accuracy {:.3}, voice_fidelity pairwise accuracy {:.3} (floor {:.2}); style parts alone: {}",
         v.contrast.display(),
         v.turns,
         v.style,
         v.voice_fidelity,
-        v.floor
+        v.floor,
+        v.style_parts.iter().map(|(k, a)| format!("{k} {a:.3}")).collect::<Vec<_>>().join(", ")
     );
     out
 }
@@ -106,7 +114,11 @@ pub fn svg(r: &Report) -> String {
         let x0 = left + group * g as f64 + group * 0.15;
         let bar_w = group * 0.3;
         for (b, (metric, color)) in colors.iter().enumerate() {
-            let i = if *metric == "style" { &m.style } else { &m.voice_fidelity };
+            let i = if *metric == "style" {
+                &m.style
+            } else {
+                &m.voice_fidelity
+            };
             let x = x0 + bar_w * b as f64;
             let _ = writeln!(
                 out,
@@ -125,7 +137,12 @@ pub fn svg(r: &Report) -> String {
                 i.mean
             );
         }
-        let _ = writeln!(out, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{name}</text>", x0 + bar_w, h - bottom + 18.0);
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{name}</text>",
+            x0 + bar_w,
+            h - bottom + 18.0
+        );
     }
     for (b, (metric, color)) in colors.iter().enumerate() {
         let x = left + 160.0 * b as f64;
@@ -143,9 +160,13 @@ pub fn svg(r: &Report) -> String {
 
 /// Writes `report.md`, `report.json` and `report.svg` into `dir` (created if missing).
 pub fn write_dir(r: &Report, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the report directory `{}`", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the report directory `{}`", dir.display()))?;
     crate::artifact::write_atomic(&dir.join("report.md"), markdown(r).as_bytes())?;
-    crate::artifact::write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
+    crate::artifact::write_atomic(
+        &dir.join("report.json"),
+        serde_json::to_string_pretty(r)?.as_bytes(),
+    )?;
     crate::artifact::write_atomic(&dir.join("report.svg"), svg(r).as_bytes())?;
     Ok(())
 }

@@ -79,13 +79,19 @@ fn run_eval(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
     overrides.temperature = Some(args.llm.temperature.unwrap_or(0.0));
     overrides.seed = Some(args.llm.seed.unwrap_or(7));
     let config = Config::resolve(&overrides)?;
-    let systems = args.systems.iter().map(|s| eval::System::parse(s.trim())).collect::<Result<Vec<_>>>()?;
+    let systems = args
+        .systems
+        .iter()
+        .map(|s| eval::System::parse(s.trim()))
+        .collect::<Result<Vec<_>>>()?;
     let contrast = args.contrast.clone().unwrap_or_else(|| {
         let local = std::path::PathBuf::from("eval/contrast.jsonl");
         if local.exists() {
             local
         } else {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eval").join("contrast.jsonl")
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("eval")
+                .join("contrast.jsonl")
         }
     });
     let options = eval::Options {

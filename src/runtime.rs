@@ -21,12 +21,13 @@ use crate::dataset::{FanProfile, Message, MAX_MESSAGE_CHARS};
 use crate::embed::{dot, Embedder, FastEmbedder};
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
-use crate::llm::{ChatMessage, ChatModel};
+use crate::llm::{ChatMessage, ChatModel, LlmClient};
 use crate::paths::Assets;
 use crate::prompt::{self, Demo, Inputs};
 use crate::refine::{self, FilterReport, Refine};
-use crate::retrieve::{self, Candidate};
+use crate::retrieve;
 use crate::signature::{CHAT_HISTORY, CONTEXT, FAN_PROFILE};
+use crate::style::StyleProfile;
 use crate::transcript;
 
 /// Messages of the current conversation shown in the prompt.
@@ -39,6 +40,7 @@ pub struct Persona {
     index: Index,
     embedder: Mutex<FastEmbedder>,
     filter: Filter,
+    profile: StyleProfile,
     tz: TimeZone,
 }
 
@@ -114,6 +116,9 @@ pub struct Generated {
     pub calls: u32,
     /// The filter's verdicts.
     pub filter: FilterReport,
+    /// With best-of-N, every candidate (the chosen one among them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
 }
 
 impl Persona {
@@ -133,11 +138,42 @@ impl Persona {
         let filter = Filter::new(artifact.settings.filter.clone())
             .with_context(|| format!("loading the filter of `{}`", path.display()))?
             .with_examples(artifact.filter.examples.clone());
+        let replies: Vec<&str> = artifact
+            .examples
+            .iter()
+            .filter_map(|e| {
+                Some(
+                    artifact
+                        .conversations
+                        .get(e.conversation as usize)?
+                        .messages
+                        .get(e.turn as usize)?
+                        .content
+                        .as_str(),
+                )
+            })
+            .collect();
+        // Other voices for contrast: the fans' messages in the conversations the index was built from.
+        let heldout = &artifact.manifest.heldout.conversations;
+        let fans: Vec<&str> = artifact
+            .conversations
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !heldout.contains(i))
+            .flat_map(|(_, c)| {
+                c.messages
+                    .iter()
+                    .filter(|m| !m.from_creator)
+                    .map(|m| m.content.as_str())
+            })
+            .collect();
+        let profile = StyleProfile::build(&replies, &fans);
         Ok(Persona {
             artifact,
             index,
             embedder: Mutex::new(embedder),
             filter,
+            profile,
             tz,
         })
     }
@@ -145,6 +181,11 @@ impl Persona {
     /// The creator's name.
     pub fn creator(&self) -> &str {
         &self.artifact.settings.creator.name
+    }
+
+    /// The creator's style profile, built from the indexed replies.
+    pub fn profile(&self) -> &StyleProfile {
+        &self.profile
     }
 
     /// The filter in use.
@@ -214,16 +255,19 @@ impl Persona {
                     }
                 }
                 ids.into_iter()
-                    .map(|id| crate::index::Hit { id, score: dot(&self.artifact.vectors[id], &query) })
+                    .map(|id| crate::index::Hit {
+                        id,
+                        score: dot(&self.artifact.vectors[id], &query),
+                    })
                     .collect()
             }
         };
-        let candidates: Vec<Candidate> = hits
+        let candidates: Vec<retrieve::Candidate> = hits
             .iter()
             .filter_map(|h| {
                 let e = self.artifact.examples.get(h.id)?;
                 let c = self.artifact.conversations.get(e.conversation as usize)?;
-                Some(Candidate {
+                Some(retrieve::Candidate {
                     hit: *h,
                     conversation: e.conversation,
                     reply: &c.messages.get(e.turn as usize)?.content,
@@ -338,7 +382,41 @@ impl Persona {
             reply: outcome.reply,
             calls: outcome.calls,
             filter: outcome.filter,
+            candidates: Vec::new(),
         })
+    }
+
+    /// Best-of-N in voice: `n` candidates sampled at `temperature` with seeds `seed..seed+n`, each
+    /// through the filter, and the one closest to the creator's style profile (like DSPy's
+    /// BestOfN with a reward function). The chosen reply lists every candidate.
+    pub async fn best_of(
+        &self,
+        client: &LlmClient,
+        prepared: &Prepared,
+        n: u32,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<Generated> {
+        let mut candidates = Vec::new();
+        let mut best: Option<(f64, Generated)> = None;
+        for i in 0..n.max(1) {
+            let model = client.with_sampling(temperature, seed.wrapping_add(u64::from(i)));
+            let generated = self.generate(&model, prepared).await?;
+            let style = self.profile.score(&generated.reply).style;
+            candidates.push(Candidate {
+                reply: generated.reply.clone(),
+                style,
+                fallback: generated.filter.fallback,
+            });
+            // A generated reply beats a fallback deflection; among equals, the higher style wins.
+            let key = style - if generated.filter.fallback { 1.0 } else { 0.0 };
+            if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                best = Some((key, generated));
+            }
+        }
+        let (_, mut chosen) = best.context("no candidates were generated")?;
+        chosen.candidates = candidates;
+        Ok(chosen)
     }
 
     /// Fallback replies, best first: the creator's deflections nearest to the query, then the
@@ -371,6 +449,17 @@ impl Persona {
         out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
         out
     }
+}
+
+/// A best-of-N candidate, as reported by `ask --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// The candidate reply (it passed the filter).
+    pub reply: String,
+    /// Its style score.
+    pub style: f64,
+    /// Whether it is a fallback deflection.
+    pub fallback: bool,
 }
 
 /// Checks a fan message before anything else sees it.

@@ -3,9 +3,10 @@
 //! Stylometry in three parts, combined because single surface features are near chance at telling
 //! authors apart while combined profiles do better: surface habits (length, casing, ellipses,
 //! tildes, exclamation and question marks, emoji, commas, word length) as z-scores against the
-//! creator's own spread; a character-trigram profile (casing, punctuation and emoji included);
-//! and a function-word profile in the manner of Burrows' Delta with cosine similarity. Pure
-//! functions over text; no model.
+//! creator's own spread; and character-trigram and word log-likelihood ratios of the creator
+//! against a background of other voices (the fans in the same chats), the classic
+//! authorship-attribution contrast, with frequent function words weighing most. Pure functions
+//! over text; no model.
 
 use std::collections::HashMap;
 
@@ -25,9 +26,7 @@ pub const SURFACE_NAMES: [&str; SURFACE] = [
     "commas_per_word",
     "mean_word_length",
 ];
-/// Function words kept in the profile.
-pub const FUNCTION_WORDS: usize = 40;
-/// Weights of surface, character-trigram and function-word similarity in `style`.
+/// Weights of surface, character-trigram and word scores in `style`.
 pub const WEIGHTS: [f64; 3] = [0.4, 0.3, 0.3];
 
 /// The surface features of one text.
@@ -58,7 +57,8 @@ pub fn is_emoji(c: char) -> bool {
 }
 
 fn words_iter(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '\'')).filter(|w| !w.is_empty())
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -99,19 +99,74 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-/// The creator's style, built from their replies.
+/// Log-likelihood ratios of features (trigrams or words): creator against background voices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Llr {
+    /// ln P(feature | creator) - ln P(feature | background), add-one smoothed.
+    pub weights: HashMap<String, f64>,
+    /// The ratio of a feature seen in neither.
+    pub unseen: f64,
+}
+
+impl Llr {
+    fn build(creator: &HashMap<String, f64>, background: &HashMap<String, f64>) -> Llr {
+        let vocabulary = creator
+            .keys()
+            .chain(background.keys())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as f64
+            + 1.0;
+        let n_creator: f64 = creator.values().sum::<f64>() + vocabulary;
+        let n_background: f64 = background.values().sum::<f64>() + vocabulary;
+        let ratio = |c: f64, b: f64| ((c + 1.0) / n_creator).ln() - ((b + 1.0) / n_background).ln();
+        let weights = creator
+            .keys()
+            .chain(background.keys())
+            .map(|k| {
+                let c = creator.get(k).copied().unwrap_or(0.0);
+                let b = background.get(k).copied().unwrap_or(0.0);
+                (k.clone(), ratio(c, b))
+            })
+            .collect();
+        Llr {
+            weights,
+            unseen: ratio(0.0, 0.0),
+        }
+    }
+
+    /// Mean ratio over a text's features, squashed to (0, 1) by the logistic function.
+    fn score(&self, features: &HashMap<String, f64>) -> f64 {
+        let total: f64 = features.values().sum();
+        if total == 0.0 {
+            return 0.5;
+        }
+        let sum: f64 = features
+            .iter()
+            .map(|(k, n)| n * self.weights.get(k).copied().unwrap_or(self.unseen))
+            .sum();
+        1.0 / (1.0 + (-(sum / total)).exp())
+    }
+}
+
+fn word_counts(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for w in words(text) {
+        *out.entry(w).or_insert(0.0) += 1.0;
+    }
+    out
+}
+
+/// The creator's style, built from their replies and contrasted with other voices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StyleProfile {
     /// Mean of each surface feature.
     pub surface_mean: Vec<f64>,
     /// Spread of each surface feature (floored so a constant habit still has a scale).
     pub surface_std: Vec<f64>,
-    /// Aggregate character-trigram counts.
-    pub trigrams: HashMap<String, f64>,
-    /// The most frequent words of the creator, most frequent first.
-    pub function_words: Vec<String>,
-    /// The creator's relative frequency of each function word.
-    pub function_profile: Vec<f64>,
+    /// Character-trigram ratios, creator against background.
+    pub trigrams: Llr,
+    /// Word ratios, creator against background (function words dominate both sides).
+    pub words: Llr,
 }
 
 /// How close one text is to the profile, by part.
@@ -119,17 +174,18 @@ pub struct StyleProfile {
 pub struct StyleScore {
     /// Surface similarity: mean over features of exp(-z^2 / 2).
     pub surface: f64,
-    /// Cosine of character-trigram profiles.
+    /// Character-trigram likelihood ratio, squashed to (0, 1).
     pub trigrams: f64,
-    /// Cosine of function-word profiles.
-    pub function_words: f64,
+    /// Word likelihood ratio, squashed to (0, 1).
+    pub words: f64,
     /// The weighted combination, in [0, 1].
     pub style: f64,
 }
 
 impl StyleProfile {
-    /// Builds the profile from the creator's replies.
-    pub fn build<S: AsRef<str>>(replies: &[S]) -> StyleProfile {
+    /// Builds the profile from the creator's replies, contrasted with `background`: other people's
+    /// messages in the same chats (the fans'), so what is distinctive of the creator stands out.
+    pub fn build<S: AsRef<str>, B: AsRef<str>>(replies: &[S], background: &[B]) -> StyleProfile {
         let n = replies.len().max(1) as f64;
         let features: Vec<[f64; SURFACE]> = replies.iter().map(|r| surface(r.as_ref())).collect();
         let mut mean = vec![0.0; SURFACE];
@@ -147,28 +203,24 @@ impl StyleProfile {
         for i in 0..SURFACE {
             std[i] = std[i].sqrt().max(0.05 * mean[i].abs() + 0.02);
         }
-        let mut tri = HashMap::new();
-        let mut counts: HashMap<String, f64> = HashMap::new();
-        let mut total = 0.0;
-        for r in replies {
-            for (k, v) in trigrams(r.as_ref()) {
-                *tri.entry(k).or_insert(0.0) += v;
+        let sum = |texts: &mut dyn Iterator<Item = &str>, f: fn(&str) -> HashMap<String, f64>| {
+            let mut total = HashMap::new();
+            for t in texts {
+                for (k, v) in f(t) {
+                    *total.entry(k).or_insert(0.0) += v;
+                }
             }
-            for w in words(r.as_ref()) {
-                *counts.entry(w).or_insert(0.0) += 1.0;
-                total += 1.0;
-            }
-        }
-        let mut ranked: Vec<(String, f64)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(FUNCTION_WORDS);
-        let total = f64::max(total, 1.0);
+            total
+        };
+        let creator_tri = sum(&mut replies.iter().map(|r| r.as_ref()), trigrams);
+        let background_tri = sum(&mut background.iter().map(|r| r.as_ref()), trigrams);
+        let creator_words = sum(&mut replies.iter().map(|r| r.as_ref()), word_counts);
+        let background_words = sum(&mut background.iter().map(|r| r.as_ref()), word_counts);
         StyleProfile {
             surface_mean: mean,
             surface_std: std,
-            trigrams: tri,
-            function_profile: ranked.iter().map(|(_, c)| c / total).collect(),
-            function_words: ranked.into_iter().map(|(w, _)| w).collect(),
+            trigrams: Llr::build(&creator_tri, &background_tri),
+            words: Llr::build(&creator_words, &background_words),
         }
     }
 
@@ -182,17 +234,15 @@ impl StyleProfile {
             })
             .sum::<f64>()
             / SURFACE as f64;
-        let trigrams = cosine_sparse(&trigrams(text), &self.trigrams);
-        let ws = words(text);
-        let total = ws.len().max(1) as f64;
-        let profile: Vec<f64> = self
-            .function_words
-            .iter()
-            .map(|fw| ws.iter().filter(|w| *w == fw).count() as f64 / total)
-            .collect();
-        let function_words = cosine(&profile, &self.function_profile);
-        let style = WEIGHTS[0] * surface + WEIGHTS[1] * trigrams + WEIGHTS[2] * function_words;
-        StyleScore { surface, trigrams, function_words, style }
+        let trigrams = self.trigrams.score(&trigrams(text));
+        let words = self.words.score(&word_counts(text));
+        let style = WEIGHTS[0] * surface + WEIGHTS[1] * trigrams + WEIGHTS[2] * words;
+        StyleScore {
+            surface,
+            trigrams,
+            words,
+            style,
+        }
     }
 }
 
@@ -207,7 +257,13 @@ mod tests {
         let f = surface("mm hi... you ok? 🌙");
         let expected = [(5.0f64).ln(), 0.0, 0.25, 0.0, 0.0, 1.0, 0.25, 0.0, 2.25];
         for i in 0..SURFACE {
-            assert!((f[i] - expected[i]).abs() < 1e-9, "{}: {} vs {}", SURFACE_NAMES[i], f[i], expected[i]);
+            assert!(
+                (f[i] - expected[i]).abs() < 1e-9,
+                "{}: {} vs {}",
+                SURFACE_NAMES[i],
+                f[i],
+                expected[i]
+            );
         }
         let g = surface("Hello, World!");
         assert!((g[1] - 0.2).abs() < 1e-9, "2 of 10 letters are uppercase");
@@ -231,8 +287,15 @@ mod tests {
             "oh honey... come sit with me a while, the rain is doing its thing 🌙",
             "mmh tiny joys, right? tell me the best part of your morning~",
         ];
-        let p = StyleProfile::build(&creator);
-        let voice = p.score("mm that sounds like a slow kind of evening, sweet thing... what are you sipping? 🍵");
+        let fans = [
+            "Hey! How are you doing today?",
+            "I had a long day at work, my boss was terrible.",
+            "What are you up to tonight? I am just watching TV.",
+            "That's awesome, I love cats too. Do you have any other pets?",
+        ];
+        let p = StyleProfile::build(&creator, &fans);
+        let voice =
+            p.score("mm that sounds like a slow kind of evening, sweet thing... what are you sipping? 🍵");
         let assistant = p.score("That sounds wonderful! I hope you have a great evening. Let me know if there is anything I can help you with.");
         assert!(voice.style > assistant.style, "{voice:?} vs {assistant:?}");
         assert!(voice.surface > assistant.surface, "{voice:?} vs {assistant:?}");
@@ -240,9 +303,13 @@ mod tests {
     }
 
     #[test]
-    fn the_profile_counts_function_words() {
-        let p = StyleProfile::build(&["the cat the tea", "the rain"]);
-        assert_eq!(p.function_words[0], "the");
-        assert!((p.function_profile[0] - 0.5).abs() < 1e-12, "3 of 6 words");
+    fn likelihood_ratios_by_hand() {
+        // Creator says "mm" twice, background says "hi" twice: vocabulary {mm, hi} + 1 = 3.
+        let p = StyleProfile::build(&["mm mm"], &["hi hi"]);
+        let expected_mm = (3.0f64 / 5.0).ln() - (1.0f64 / 5.0).ln();
+        assert!((p.words.weights["mm"] - expected_mm).abs() < 1e-12);
+        assert!((p.words.weights["hi"] + expected_mm).abs() < 1e-12);
+        assert!((p.score("mm").words - 1.0 / (1.0 + (-expected_mm).exp())).abs() < 1e-12);
+        assert!(p.score("hi").words < 0.5 && p.score("mm").words > 0.5);
     }
 }

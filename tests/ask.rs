@@ -226,7 +226,12 @@ fn an_artifact_built_with_another_embedding_model_is_refused() {
     let path = dir.path().join("other-model.bin");
     persona::artifact::write(&path, &artifact).unwrap();
     // The file itself is sound: inspect reads it.
-    assert!(persona(&["inspect", path.to_str().unwrap()]).success().contains("some/other-model"));
+    assert!(persona(&["inspect", path.to_str().unwrap()])
+        .success()
+        .contains("some/other-model"));
     let err = persona(&["ask", "--artifact", path.to_str().unwrap(), "--dry-run", "hi"]).failure();
-    assert!(err.contains("some/other-model") && err.contains("persona compile"), "{err}");
+    assert!(
+        err.contains("some/other-model") && err.contains("persona compile"),
+        "{err}"
+    );
 }

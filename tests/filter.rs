@@ -233,7 +233,9 @@ fn the_creators_own_replies_pass_the_filter() {
         lines.push('\n');
     }
     let artifact = shared_artifact().to_str().unwrap();
-    let out = persona(&["check", "--jsonl", "--artifact", artifact]).stdin(lines).success();
+    let out = persona(&["check", "--jsonl", "--artifact", artifact])
+        .stdin(lines)
+        .success();
     let verdicts: Vec<Value> = out.lines().map(json).collect();
     assert!(verdicts.len() >= 400);
     let blocked: Vec<&Value> = verdicts.iter().filter(|v| v["blocked"] == true).collect();
