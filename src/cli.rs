@@ -33,6 +33,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Score voice fidelity on held-out turns for zero-shot, random-k and KNN few-shot.
     Eval(EvalArgs),
+    /// Serve the persona over HTTP (OpenAI-compatible chat completions and a native reply API).
+    Serve(ServeArgs),
     /// Check the installation: assets, ONNX Runtime, the embedding model, the configuration.
     Doctor(DoctorArgs),
 }
@@ -168,7 +170,7 @@ pub struct EvalArgs {
     /// Score only the first N held-out turns.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Systems to run, comma-separated.
+    /// Systems to run, comma-separated: zero_shot, random_k, knn, best_of_3 (which also reports sampled_1).
     #[arg(
         long,
         value_name = "LIST",
@@ -192,6 +194,38 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// LLM settings (eval runs at temperature 0 with seed 7 unless told otherwise).
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+/// `persona serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The compiled artifact.
+    #[arg(long, value_name = "FILE", default_value = "artifacts/persona.bin")]
+    pub artifact: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub addr: String,
+    /// Environment variable holding the bearer token clients must send (no token: no auth).
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// The history database (default: history.sqlite3 in the per-user data directory).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// Messages per fan per minute.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub rate_per_minute: usize,
+    /// Requests that may wait for the LLM at once; more are refused with 503.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_queue: usize,
+    /// Requests that talk to the LLM at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub llm_concurrency: usize,
+    /// LLM settings.
     #[command(flatten)]
     pub llm: LlmArgs,
 }

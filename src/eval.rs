@@ -34,9 +34,17 @@ pub enum System {
     RandomK,
     /// The k nearest demos.
     Knn,
+    /// Best-of-3 in voice: three candidates sampled at temperature 0.7, the closest in style kept.
+    BestOf3,
+    /// The first of those three candidates alone: N = 1 at the same temperature, the baseline for
+    /// what best-of-3 buys.
+    Sampled1,
     /// Replies from `--responses`.
     Responses,
 }
+
+/// Temperature of best-of-N candidates.
+pub const CANDIDATE_TEMPERATURE: f32 = 0.7;
 
 impl System {
     /// The name used in reports.
@@ -45,6 +53,8 @@ impl System {
             System::ZeroShot => "zero_shot",
             System::RandomK => "random_k",
             System::Knn => "knn",
+            System::BestOf3 => "best_of_3",
+            System::Sampled1 => "sampled_1",
             System::Responses => "responses",
         }
     }
@@ -55,7 +65,8 @@ impl System {
             "zero_shot" => System::ZeroShot,
             "random_k" => System::RandomK,
             "knn" => System::Knn,
-            other => bail!("unknown system `{other}`; use zero_shot, random_k or knn"),
+            "best_of_3" => System::BestOf3,
+            other => bail!("unknown system `{other}`; use zero_shot, random_k, knn or best_of_3"),
         })
     }
 }
@@ -157,7 +168,7 @@ pub async fn generate<M: ChatModel>(
         let demos = match system {
             System::ZeroShot => DemoMode::None,
             System::RandomK => DemoMode::Random(seed.wrapping_add(i as u64)),
-            System::Knn | System::Responses => DemoMode::Nearest,
+            System::Knn | System::BestOf3 | System::Sampled1 | System::Responses => DemoMode::Nearest,
         };
         let turn = Turn {
             history: &item.history,
@@ -179,6 +190,49 @@ pub async fn generate<M: ChatModel>(
         progress();
     }
     Ok(out)
+}
+
+/// Best-of-3 replies and, from the same candidates, the first one alone.
+pub async fn generate_best_of(
+    persona: &Persona,
+    client: &crate::llm::LlmClient,
+    items: &[Item],
+    prefill: bool,
+    seed: u64,
+    progress: &mut dyn FnMut(),
+) -> Result<(Vec<Reply>, Vec<Reply>)> {
+    let k = persona.artifact.settings.retrieval.k;
+    let (mut best, mut first) = (Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let turn = Turn {
+            history: &item.history,
+            fan: item.fan.as_ref(),
+            now: item.now,
+            k,
+            prefill,
+            demos: DemoMode::Nearest,
+        };
+        let prepared = persona.prepare(&turn)?;
+        let seed = seed.wrapping_add(1000 * i as u64);
+        let generated = persona
+            .best_of(client, &prepared, 3, CANDIDATE_TEMPERATURE, seed)
+            .await
+            .with_context(|| format!("system best_of_3 on held-out turn {i}"))?;
+        let first_text = generated
+            .candidates
+            .first()
+            .map_or_else(|| generated.reply.clone(), |c| c.reply.clone());
+        best.push(Reply {
+            text: generated.reply,
+            draft_blocked: generated.filter.output.first().map(|v| v.blocked),
+        });
+        first.push(Reply {
+            text: first_text,
+            draft_blocked: None,
+        });
+        progress();
+    }
+    Ok((best, first))
 }
 
 /// One line of a `--responses` file.
@@ -450,12 +504,12 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
         config.embedding.effective_threads(),
     )?;
     let profile = persona.profile().clone();
-    let validity = validity(&persona, &profile, &options.contrast, options.min_validity)?;
 
     let mut items = items(&persona, options.heldout.as_deref())?;
     if let Some(limit) = options.limit {
         items.truncate(limit.max(1));
     }
+    let validity = validity(&persona, &profile, &options.contrast, options.min_validity)?;
     let reals: Vec<&str> = items.iter().map(|i| i.real.as_str()).collect();
     let real_vectors = persona.embed(&reals)?;
 
@@ -469,17 +523,32 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
             .build()
             .context("starting the async runtime")?;
         let bar = bar(items.len() * options.systems.len());
+        let prefill = config.llm.prefill;
         for &system in &options.systems {
-            let replies = rt.block_on(generate(
-                &persona,
-                &client,
-                system,
-                &items,
-                config.llm.prefill,
-                options.seed,
-                &mut || bar.inc(1),
-            ))?;
-            runs.push((system, replies));
+            let mut tick = || bar.inc(1);
+            if system == System::BestOf3 {
+                let (best, first) = rt.block_on(generate_best_of(
+                    &persona,
+                    &client,
+                    &items,
+                    prefill,
+                    options.seed,
+                    &mut tick,
+                ))?;
+                runs.push((System::BestOf3, best));
+                runs.push((System::Sampled1, first));
+            } else {
+                let replies = rt.block_on(generate(
+                    &persona,
+                    &client,
+                    system,
+                    &items,
+                    prefill,
+                    options.seed,
+                    &mut tick,
+                ))?;
+                runs.push((system, replies));
+            }
         }
         bar.finish_and_clear();
     }
@@ -511,6 +580,15 @@ pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::r
         );
         d.insert("semantic", difference(knn, zero, |s| s.semantic, options.seed));
         differences.insert("knn - zero_shot".to_string(), d);
+    }
+    if let (Some(best), Some(first)) = (by_system.get(&System::BestOf3), by_system.get(&System::Sampled1)) {
+        let mut d = BTreeMap::new();
+        d.insert("style", difference(best, first, |s| s.style, options.seed));
+        d.insert(
+            "voice_fidelity",
+            difference(best, first, |s| s.voice_fidelity, options.seed),
+        );
+        differences.insert("best_of_3 - sampled_1".to_string(), d);
     }
     let settings = serde_json::json!({
         "artifact": options.artifact,

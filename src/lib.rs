@@ -31,6 +31,7 @@ pub mod report;
 pub mod retrieve;
 pub mod run;
 pub mod runtime;
+pub mod serve;
 pub mod signature;
 pub mod style;
 pub mod transcript;

@@ -45,11 +45,11 @@ pub struct Refine<'a> {
     /// Generation attempts allowed before the fallback.
     pub attempts: u32,
     /// Builds the prompt, given the hints collected so far.
-    pub prompt: &'a dyn Fn(&[String]) -> Vec<ChatMessage>,
+    pub prompt: &'a (dyn Fn(&[String]) -> Vec<ChatMessage> + Sync),
     /// Pulls the reply out of a model answer.
-    pub parse: &'a dyn Fn(&str) -> Option<String>,
+    pub parse: &'a (dyn Fn(&str) -> Option<String> + Sync),
     /// Checks a reply.
-    pub check: &'a mut dyn FnMut(&str) -> Result<Verdict>,
+    pub check: &'a mut (dyn FnMut(&str) -> Result<Verdict> + Send),
     /// Candidate fallbacks, best first; the first clean one is used.
     pub fallbacks: Vec<String>,
     /// The verdict on the fan's message.

@@ -6,14 +6,16 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use crate::cli::{AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, EvalArgs, InspectArgs, LlmArgs};
+use crate::cli::{
+    AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, EvalArgs, InspectArgs, LlmArgs, ServeArgs,
+};
 use crate::config::{Config, Overrides};
 use crate::embed::{Embedder, FastEmbedder};
 use crate::embed_cache::EmbedCache;
 use crate::paths::{self, Assets};
-use crate::{artifact, ask, check, compile, doctor, eval, inspect, report};
+use crate::{artifact, ask, check, compile, doctor, eval, inspect, report, serve};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -27,6 +29,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ask(args) => run_ask(base, args),
         Command::Check(args) => run_check(base, args),
         Command::Eval(args) => run_eval(base, args),
+        Command::Serve(args) => run_serve(base, args),
         Command::Doctor(args) => run_doctor(base, args),
     }
 }
@@ -123,6 +126,48 @@ fn run_eval(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
         eprintln!("eval gate: {f}");
     }
     Ok(ExitCode::from(1))
+}
+
+fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
+    let config = Config::resolve(&llm_overrides(base, &args.llm))?;
+    let addr: std::net::SocketAddr = args
+        .addr
+        .parse()
+        .with_context(|| format!("--addr `{}` is not an address such as 127.0.0.1:7878", args.addr))?;
+    let token = match &args.token_env {
+        Some(var) => Some(crate::config::env(var).with_context(|| {
+            format!("--token-env names `{var}`, but that environment variable is empty or unset; export the token first")
+        })?),
+        None => None,
+    };
+    anyhow::ensure!(args.rate_per_minute > 0, "--rate-per-minute must be at least 1");
+    let persona = crate::runtime::Persona::load(
+        &args.artifact,
+        &crate::paths::Assets::locate(),
+        config.embedding.effective_threads(),
+    )?;
+    let client = crate::llm::LlmClient::new(config.llm.clone())?;
+    let store = crate::history::HistoryStore::open(
+        &args
+            .history
+            .clone()
+            .unwrap_or_else(crate::history::HistoryStore::default_path),
+    )?;
+    let k = persona.artifact.settings.retrieval.k;
+    let options = serve::ServeOptions {
+        addr,
+        token,
+        body_limit: args.body_limit,
+        rate_per_minute: args.rate_per_minute,
+        max_queue: args.max_queue,
+        llm_concurrency: args.llm_concurrency,
+        k,
+        prefill: config.llm.prefill,
+        request_timeout: config.llm.timeout * (config.filter.attempts + 1) * 2
+            + std::time::Duration::from_secs(10),
+    };
+    serve::run(persona, client, store, options)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn llm_overrides(base: Overrides, l: &LlmArgs) -> Overrides {
