@@ -363,6 +363,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("syncing `{}`", path.display()))?;
+    // Temporary files are created private; the result is an ordinary readable file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+    }
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming the new file into `{}`", path.display()))?;

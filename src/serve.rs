@@ -142,7 +142,12 @@ impl IntoResponse for ApiError {
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(|r| {
-        let status = r.status();
+        // Well-formed JSON of the wrong shape is a bad request too.
+        let status = if r.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            r.status()
+        };
         let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "request_too_large"
         } else {
