@@ -13,7 +13,8 @@
 //!
 //! Sections: manifest (JSON), settings (JSON: creator, signature, retrieval), conversations (JSON),
 //! examples (JSON), vectors (f32, examples x dims), HNSW graph and HNSW data (hnsw_rs dump files),
-//! and the compiled filter (JSON: example-phrase vectors and the training data's deflections).
+//! the compiled filter (JSON: example-phrase vectors and the training data's deflections) and the
+//! creator's style profile (JSON).
 //! This module is the only one that touches the artifact file. It writes to a temporary file in
 //! the same directory and renames, and it verifies magic, version and checksum before any byte
 //! reaches hnsw_rs.
@@ -31,6 +32,7 @@ use crate::embed::ModelInfo;
 use crate::filter::{ExampleVectors, FilterSettings};
 use crate::index::{HnswParams, IndexBytes};
 use crate::signature::Signature;
+use crate::style::StyleProfile;
 
 const MAGIC: &[u8; 8] = b"PRSNART\0";
 /// The format version this build writes.
@@ -47,6 +49,7 @@ const TAG_VECTORS: u32 = 5;
 const TAG_HNSW_GRAPH: u32 = 6;
 const TAG_HNSW_DATA: u32 = 7;
 const TAG_FILTER: u32 = 8;
+const TAG_STYLE: u32 = 9;
 
 /// What the artifact is, readable without the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +137,8 @@ pub struct Artifact {
     pub index: IndexBytes,
     /// The compiled filter.
     pub filter: CompiledFilter,
+    /// The creator's style profile (built at compile time; `None` in files that predate it).
+    pub style: Option<StyleProfile>,
 }
 
 impl Artifact {
@@ -173,6 +178,9 @@ impl Artifact {
         section(&mut payload, TAG_HNSW_GRAPH, &self.index.graph);
         section(&mut payload, TAG_HNSW_DATA, &self.index.data);
         section(&mut payload, TAG_FILTER, &serde_json::to_vec(&self.filter)?);
+        if let Some(style) = &self.style {
+            section(&mut payload, TAG_STYLE, &serde_json::to_vec(style)?);
+        }
 
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         out.extend_from_slice(MAGIC);
@@ -228,6 +236,7 @@ impl Artifact {
         let mut graph = None;
         let mut data = None;
         let mut filter = CompiledFilter::default();
+        let mut style = None;
         let mut at = 0usize;
         while at < payload.len() {
             if payload.len() - at < 12 {
@@ -273,6 +282,9 @@ impl Artifact {
                 TAG_HNSW_GRAPH => graph = Some(body.to_vec()),
                 TAG_HNSW_DATA => data = Some(body.to_vec()),
                 TAG_FILTER => filter = serde_json::from_slice(body).with_context(|| json("filter"))?,
+                TAG_STYLE => {
+                    style = Some(serde_json::from_slice(body).with_context(|| json("style profile"))?)
+                }
                 _ => {} // a section from a newer compatible format
             }
             at = end;
@@ -322,6 +334,7 @@ impl Artifact {
             vectors,
             index,
             filter,
+            style,
         })
     }
 }
@@ -471,6 +484,7 @@ mod tests {
                 examples: ExampleVectors::default(),
                 deflections: vec![1],
             },
+            style: Some(StyleProfile::build(&["hey you", "tea time"], &["hi"])),
         }
     }
 

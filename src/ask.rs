@@ -67,6 +67,7 @@ impl Session {
 
 /// Runs `persona ask`.
 pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
+    let process_started = std::time::Instant::now();
     if let Some(message) = &args.message {
         runtime::check_message(message)?;
     }
@@ -158,6 +159,16 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     if let Some(message) = &args.message {
         let (prepared, generated) = answer(&mut session, &persona, message)?;
         print_answer(&mut out, args, &prepared, generated.as_ref())?;
+        if crate::config::env("PERSONA_TIMINGS").is_some() {
+            for (phase, took) in persona.timings() {
+                eprintln!("timing {:<36} {:>8.1} ms", phase, took.as_secs_f64() * 1000.0);
+            }
+            eprintln!(
+                "timing {:<36} {:>8.1} ms",
+                "process start to answer",
+                process_started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         return Ok(());
     }
 

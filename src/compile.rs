@@ -156,7 +156,10 @@ pub fn run(
             examples: filter.examples().clone(),
             deflections,
         },
+        style: None,
     };
+    let mut compiled = compiled;
+    compiled.style = Some(crate::runtime::style_profile(&compiled));
     artifact::write(output, &compiled)?;
     Ok(Summary {
         artifact: output.to_path_buf(),

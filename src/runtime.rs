@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use jiff::tz::TimeZone;
@@ -42,6 +43,7 @@ pub struct Persona {
     filter: Filter,
     profile: StyleProfile,
     tz: TimeZone,
+    timings: Mutex<Vec<(&'static str, Duration)>>,
 }
 
 /// One fan turn to answer.
@@ -124,13 +126,36 @@ pub struct Generated {
 impl Persona {
     /// Loads and verifies an artifact, the embedding model, the index and the filter.
     pub fn load(path: &Path, assets: &Assets, threads: usize) -> Result<Self> {
-        let artifact = artifact::read(path)?;
-        let embedder = FastEmbedder::load(assets, threads, 32)?;
+        // The artifact and the embedding model load in parallel: neither needs the other until
+        // the model check below.
+        let started = Instant::now();
+        let (artifact, embedder) = std::thread::scope(|scope| {
+            let model = scope.spawn(|| {
+                let t = Instant::now();
+                FastEmbedder::load(assets, threads, 32).map(|e| (e, t.elapsed()))
+            });
+            let t = Instant::now();
+            let artifact = artifact::read(path).map(|a| (a, t.elapsed()));
+            let model = model
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("loading the embedding model panicked")));
+            (artifact, model)
+        });
+        let (artifact, artifact_time) = artifact?;
+        let (embedder, model_time) = embedder?;
+        let mut timings = vec![
+            ("artifact read + verify", artifact_time),
+            ("embedding model load (in parallel)", model_time),
+            ("artifact and model, wall", started.elapsed()),
+        ];
+        let t = Instant::now();
         artifact
             .check_model(embedder.info())
             .with_context(|| format!("loading `{}`", path.display()))?;
         let index = Index::from_bytes(&artifact.index, artifact.manifest.hnsw, artifact.examples.len())
             .with_context(|| format!("loading the index of `{}`", path.display()))?;
+        timings.push(("hnsw index load", t.elapsed()));
+        let t = Instant::now();
         let tz_name = &artifact.settings.creator.timezone;
         let tz = TimeZone::get(tz_name).with_context(|| {
             format!("the artifact's creator timezone `{tz_name}` is unknown on this machine; recompile with a valid `creator.timezone`")
@@ -138,36 +163,12 @@ impl Persona {
         let filter = Filter::new(artifact.settings.filter.clone())
             .with_context(|| format!("loading the filter of `{}`", path.display()))?
             .with_examples(artifact.filter.examples.clone());
-        let replies: Vec<&str> = artifact
-            .examples
-            .iter()
-            .filter_map(|e| {
-                Some(
-                    artifact
-                        .conversations
-                        .get(e.conversation as usize)?
-                        .messages
-                        .get(e.turn as usize)?
-                        .content
-                        .as_str(),
-                )
-            })
-            .collect();
-        // Other voices for contrast: the fans' messages in the conversations the index was built from.
-        let heldout = &artifact.manifest.heldout.conversations;
-        let fans: Vec<&str> = artifact
-            .conversations
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !heldout.contains(i))
-            .flat_map(|(_, c)| {
-                c.messages
-                    .iter()
-                    .filter(|m| !m.from_creator)
-                    .map(|m| m.content.as_str())
-            })
-            .collect();
-        let profile = StyleProfile::build(&replies, &fans);
+        // Artifacts from before the profile was compiled in get it built here.
+        let profile = match &artifact.style {
+            Some(p) => p.clone(),
+            None => style_profile(&artifact),
+        };
+        timings.push(("filter + style profile", t.elapsed()));
         Ok(Persona {
             artifact,
             index,
@@ -175,12 +176,25 @@ impl Persona {
             filter,
             profile,
             tz,
+            timings: Mutex::new(timings),
         })
     }
 
     /// The creator's name.
     pub fn creator(&self) -> &str {
         &self.artifact.settings.creator.name
+    }
+
+    /// Where the time went so far: loading phases, then the last query's embedding and search.
+    pub fn timings(&self) -> Vec<(&'static str, Duration)> {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, phase: &'static str, took: Duration) {
+        if let Ok(mut t) = self.timings.lock() {
+            t.retain(|(p, _)| *p != phase);
+            t.push((phase, took));
+        }
     }
 
     /// The creator's style profile, built from the indexed replies.
@@ -237,10 +251,13 @@ impl Persona {
 
         let window = settings.retrieval.context_messages;
         let query_text = transcript::embedding_text(turn.history, window);
+        let t = Instant::now();
         let query = self
             .embed(&[query_text.as_str()])?
             .pop()
             .context("the embedding model returned nothing")?;
+        self.record("query embedding", t.elapsed());
+        let t = Instant::now();
         let hits = match turn.demos {
             DemoMode::Nearest => self.index.search(&query, turn.k * retrieve::OVERFETCH),
             DemoMode::None => Vec::new(),
@@ -277,6 +294,7 @@ impl Persona {
 
         let mut demo_inputs = Vec::new();
         let mut demos = Vec::new();
+        self.record("hnsw search", t.elapsed());
         let chosen = match turn.demos {
             DemoMode::Nearest => retrieve::select(&candidates, turn.k),
             _ => hits.clone(),
@@ -449,6 +467,41 @@ impl Persona {
         out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
         out
     }
+}
+
+/// The creator's style profile from an artifact's contents: the indexed replies, contrasted with
+/// the fans' messages in the conversations the index was built from.
+pub fn style_profile(artifact: &Artifact) -> StyleProfile {
+    let replies: Vec<&str> = artifact
+        .examples
+        .iter()
+        .filter_map(|e| {
+            Some(
+                artifact
+                    .conversations
+                    .get(e.conversation as usize)?
+                    .messages
+                    .get(e.turn as usize)?
+                    .content
+                    .as_str(),
+            )
+        })
+        .collect();
+    let heldout: std::collections::HashSet<usize> =
+        artifact.manifest.heldout.conversations.iter().copied().collect();
+    let fans: Vec<&str> = artifact
+        .conversations
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !heldout.contains(i))
+        .flat_map(|(_, c)| {
+            c.messages
+                .iter()
+                .filter(|m| !m.from_creator)
+                .map(|m| m.content.as_str())
+        })
+        .collect();
+    StyleProfile::build(&replies, &fans)
 }
 
 /// A best-of-N candidate, as reported by `ask --json`.
