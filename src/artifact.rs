@@ -142,6 +142,19 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// The gold reply of example `id`.
+    pub fn reply(&self, id: usize) -> Option<&str> {
+        let e = self.examples.get(id)?;
+        Some(
+            self.conversations
+                .get(e.conversation as usize)?
+                .messages
+                .get(e.turn as usize)?
+                .content
+                .as_str(),
+        )
+    }
+
     /// Refuses an artifact whose embedding model differs from the one loaded now.
     pub fn check_model(&self, model: &ModelInfo) -> Result<()> {
         let built = &self.manifest.embedding;

@@ -451,18 +451,7 @@ impl Persona {
         let mut out: Vec<String> = scored
             .into_iter()
             .take(5)
-            .filter_map(|(_, d)| {
-                let e = self.artifact.examples.get(d as usize)?;
-                Some(
-                    self.artifact
-                        .conversations
-                        .get(e.conversation as usize)?
-                        .messages
-                        .get(e.turn as usize)?
-                        .content
-                        .clone(),
-                )
-            })
+            .filter_map(|(_, d)| self.artifact.reply(d as usize).map(str::to_string))
             .collect();
         out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
         out
@@ -472,20 +461,8 @@ impl Persona {
 /// The creator's style profile from an artifact's contents: the indexed replies, contrasted with
 /// the fans' messages in the conversations the index was built from.
 pub fn style_profile(artifact: &Artifact) -> StyleProfile {
-    let replies: Vec<&str> = artifact
-        .examples
-        .iter()
-        .filter_map(|e| {
-            Some(
-                artifact
-                    .conversations
-                    .get(e.conversation as usize)?
-                    .messages
-                    .get(e.turn as usize)?
-                    .content
-                    .as_str(),
-            )
-        })
+    let replies: Vec<&str> = (0..artifact.examples.len())
+        .filter_map(|id| artifact.reply(id))
         .collect();
     let heldout: std::collections::HashSet<usize> =
         artifact.manifest.heldout.conversations.iter().copied().collect();

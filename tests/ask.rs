@@ -4,12 +4,9 @@
 
 mod common;
 
-use common::{llm_url, persona, shared_artifact};
-use serde_json::Value;
+use common::json;
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use common::{llm_url, persona, shared_artifact};
 
 fn ask(extra: &[&str]) -> common::Run {
     let artifact = shared_artifact().to_str().unwrap().to_string();

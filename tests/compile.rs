@@ -2,12 +2,9 @@
 
 mod common;
 
-use common::{dataset, persona, shared_artifact};
-use serde_json::Value;
+use common::json;
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use common::{dataset, persona, shared_artifact};
 
 #[test]
 fn compile_reports_examples_dims_and_heldout_and_recompiles_from_cache() {

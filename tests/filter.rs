@@ -3,12 +3,10 @@
 
 mod common;
 
+use common::json;
+
 use common::{llm_url, persona, root, shared_artifact};
 use serde_json::Value;
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 #[test]
 fn check_reports_verdicts_for_arguments_and_json_lines() {

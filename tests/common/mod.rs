@@ -133,3 +133,8 @@ pub fn shared_artifact() -> &'static Path {
 pub fn llm_url() -> String {
     std::env::var("PERSONA_LLM_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:8080/v1".into())
 }
+
+/// Parses JSON output, failing the test with the text when it is not JSON.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
