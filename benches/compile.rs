@@ -2,9 +2,12 @@
 //!
 //! `cargo bench --bench compile` builds a fixed synthetic dataset (default 5,000 creator turns;
 //! `PERSONA_BENCH_TURNS` changes it), embeds exactly the texts `compile` embeds with the bare
-//! embedder (same model, threads and batch size), then runs the whole `compile` pipeline with the
-//! embedding cache disabled, and prints both rates and their ratio. Everything but embedding
-//! (parsing, indexing, writing) should hide behind it, so the ratio should be close to 1.
+//! embedder (same model, threads and batch size), then runs the whole `compile` pipeline as a
+//! first compile runs (empty embedding cache), and prints both rates, their ratio and where the
+//! compile's time went. Everything but embedding (parsing, indexing, writing) should hide behind
+//! it, so the ratio should be close to 1. Then it grows the dataset by 1% and compiles again with
+//! the cache the first compile filled: only the new turns are embedded, so the embedding time
+//! should be about 1% of the first.
 
 use std::time::Instant;
 
@@ -116,11 +119,14 @@ fn main() -> anyhow::Result<()> {
     }
     let raw = started.elapsed().as_secs_f64();
 
-    let mut cache = EmbedCache::disabled(embedder.info());
+    // The whole compile, as a user runs it the first time: an empty embedding cache.
+    let cache_dir = dir.path().join("embeddings");
+    let mut cache = EmbedCache::open(&cache_dir, embedder.info());
     let out = dir.path().join("bench.bin");
     let started = Instant::now();
     let summary = compile::run(&config, &data_path, &out, &mut embedder, &mut cache)?;
     let full = started.elapsed().as_secs_f64();
+    drop(cache);
 
     let raw_tps = texts.len() as f64 / raw;
     let full_tps = summary.examples as f64 / full;
@@ -130,5 +136,32 @@ fn main() -> anyhow::Result<()> {
         full_tps
     );
     println!("ratio compile/raw {:>8.3}", full_tps / raw_tps);
+    for p in &summary.phases {
+        println!("  {:<45} {:>8.2} s", p.phase, p.seconds);
+    }
+
+    // Incremental: the same dataset plus 1% more conversations, compiled again with the cache the
+    // first compile filled. Only the new turns should be embedded.
+    let grown = dir.path().join("grown.json");
+    std::fs::write(&grown, synthetic(turns + turns / 100))?;
+    let mut cache = EmbedCache::open(&cache_dir, embedder.info());
+    let started = Instant::now();
+    let again = compile::run(&config, &grown, &out, &mut embedder, &mut cache)?;
+    let incremental = started.elapsed().as_secs_f64();
+    let embed_phase = |s: &compile::Summary| {
+        s.phases
+            .iter()
+            .find(|p| p.phase.starts_with("embed"))
+            .map_or(f64::NAN, |p| p.seconds)
+    };
+    println!(
+        "incremental +1%   {} of {} turns embedded; embedding {:.2} s vs {:.2} s full ({:.3} of it); whole compile {incremental:.2} s vs {full:.2} s ({:.3})",
+        again.embedded,
+        again.examples,
+        embed_phase(&again),
+        embed_phase(&summary),
+        embed_phase(&again) / embed_phase(&summary),
+        incremental / full
+    );
     Ok(())
 }

@@ -6,50 +6,70 @@
 //! magic     8 bytes  "PRSNART\0"
 //! version   u32      format version that wrote the file
 //! oldest    u32      oldest reader version that can read it
-//! length    u64      payload length in bytes
-//! checksum  32 bytes sha256 of the payload
-//! payload   sections: tag u32, length u64, bytes; unknown tags are skipped
+//! count     u32      number of sections
+//! reserved  u32      0
+//! table     count x (tag u32, reserved u32, offset u64, length u64, xxh3-64 of the bytes u64)
+//! checksum  u64      xxh3-64 of everything above
+//! sections  each at a 64-byte-aligned offset; unknown tags are skipped
 //! ```
 //!
-//! Sections: manifest (JSON), settings (JSON: creator, signature, retrieval), conversations (JSON),
-//! examples (JSON), vectors (f32, examples x dims), HNSW graph and HNSW data (hnsw_rs dump files),
-//! the compiled filter (JSON: example-phrase vectors and the training data's deflections) and the
-//! creator's style profile (JSON).
+//! Sections: manifest, settings (creator, signature, retrieval, filter) and the compiled filter
+//! and style profile as JSON; conversations as one JSON document each plus their offsets; the
+//! examples as (conversation, turn) u32 pairs; the vectors as f32 rows; the HNSW graph as flat
+//! u8/u32 arrays (see `index::Graph`). The large sections are fixed-width arrays, aligned, so
+//! reading maps the file and views them in place: opening costs a checksum pass, not a parse.
+//!
 //! This module is the only one that touches the artifact file. It writes to a temporary file in
-//! the same directory and renames, and it verifies magic, version and checksum before any byte
-//! reaches hnsw_rs.
+//! the same directory and renames, so a mapped artifact is never rewritten under its reader, and
+//! it verifies magic, versions and every section's checksum before anything is used.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::{Creator, Retrieval};
-use crate::dataset::{Conversation, Example};
+use crate::conversation_table::ConversationTable;
+use crate::dataset::Example;
 use crate::embed::ModelInfo;
 use crate::filter::{ExampleVectors, FilterSettings};
-use crate::index::{HnswParams, IndexBytes};
+use crate::flat::{Flat, Vectors};
+use crate::index::{Graph, HnswParams};
 use crate::signature::Signature;
 use crate::style::StyleProfile;
 
+#[cfg(target_endian = "big")]
+compile_error!(
+    "the artifact stores little-endian arrays and maps them in place; big-endian targets are not supported"
+);
+
 const MAGIC: &[u8; 8] = b"PRSNART\0";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build still reads.
-pub const OLDEST_READABLE: u32 = 1;
-const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 32;
+pub const OLDEST_READABLE: u32 = 2;
+const FIXED_HEADER: usize = 8 + 4 + 4 + 4 + 4;
+const ENTRY: usize = 4 + 4 + 8 + 8 + 8;
+const ALIGN: usize = 64;
+const MAX_SECTIONS: usize = 1024;
 
 const TAG_MANIFEST: u32 = 1;
 const TAG_SETTINGS: u32 = 2;
-const TAG_CONVERSATIONS: u32 = 3;
+const TAG_CONVERSATION_OFFSETS: u32 = 3;
 const TAG_EXAMPLES: u32 = 4;
 const TAG_VECTORS: u32 = 5;
-const TAG_HNSW_GRAPH: u32 = 6;
-const TAG_HNSW_DATA: u32 = 7;
+const TAG_GRAPH_LEVELS: u32 = 6;
+const TAG_GRAPH_UPPER: u32 = 7;
 const TAG_FILTER: u32 = 8;
 const TAG_STYLE: u32 = 9;
+const TAG_CONVERSATIONS: u32 = 10;
+const TAG_GRAPH_OFFSETS: u32 = 11;
+const TAG_GRAPH_LINKS: u32 = 12;
 
 /// What the artifact is, readable without the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +140,7 @@ pub struct CompiledFilter {
     pub deflections: Vec<u32>,
 }
 
-/// The whole artifact in memory.
+/// The whole artifact: small parts decoded, large parts viewed in place in the mapped file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Artifact {
     /// The manifest.
@@ -128,31 +148,25 @@ pub struct Artifact {
     /// Compiled settings.
     pub settings: Settings,
     /// Every conversation of the dataset, held-out ones included.
-    pub conversations: Vec<Conversation>,
-    /// The indexed examples; example `i` has vector `i` and HNSW id `i`.
+    pub conversations: ConversationTable,
+    /// The indexed examples; example `i` has vector `i` and graph node `i`.
     pub examples: Vec<Example>,
     /// Unit vectors of the examples.
-    pub vectors: Vec<Vec<f32>>,
-    /// The HNSW graph.
-    pub index: IndexBytes,
+    pub vectors: Vectors,
+    /// The HNSW graph over the vectors.
+    pub graph: Graph,
     /// The compiled filter.
     pub filter: CompiledFilter,
-    /// The creator's style profile (built at compile time; `None` in files that predate it).
+    /// The creator's style profile (built at compile time).
     pub style: Option<StyleProfile>,
 }
 
 impl Artifact {
     /// The gold reply of example `id`.
-    pub fn reply(&self, id: usize) -> Option<&str> {
+    pub fn reply(&self, id: usize) -> Option<String> {
         let e = self.examples.get(id)?;
-        Some(
-            self.conversations
-                .get(e.conversation as usize)?
-                .messages
-                .get(e.turn as usize)?
-                .content
-                .as_str(),
-        )
+        let c = self.conversations.get(e.conversation as usize).ok()?;
+        c.messages.into_iter().nth(e.turn as usize).map(|m| m.content)
     }
 
     /// Refuses an artifact whose embedding model differs from the one loaded now.
@@ -170,208 +184,302 @@ impl Artifact {
         Ok(())
     }
 
-    /// Serializes the artifact.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut payload = Vec::new();
-        section(&mut payload, TAG_MANIFEST, &serde_json::to_vec(&self.manifest)?);
-        section(&mut payload, TAG_SETTINGS, &serde_json::to_vec(&self.settings)?);
-        section(
-            &mut payload,
-            TAG_CONVERSATIONS,
-            &serde_json::to_vec(&self.conversations)?,
-        );
-        section(&mut payload, TAG_EXAMPLES, &serde_json::to_vec(&self.examples)?);
-        let mut flat = Vec::with_capacity(self.vectors.len() * self.manifest.embedding.dims * 4);
-        for v in &self.vectors {
-            for x in v {
-                flat.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        section(&mut payload, TAG_VECTORS, &flat);
-        section(&mut payload, TAG_HNSW_GRAPH, &self.index.graph);
-        section(&mut payload, TAG_HNSW_DATA, &self.index.data);
-        section(&mut payload, TAG_FILTER, &serde_json::to_vec(&self.filter)?);
-        if let Some(style) = &self.style {
-            section(&mut payload, TAG_STYLE, &serde_json::to_vec(style)?);
-        }
-
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&OLDEST_READABLE.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&Sha256::digest(&payload));
-        out.extend_from_slice(&payload);
-        Ok(out)
-    }
-
-    /// Parses and verifies an artifact; `name` is used in messages.
-    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Artifact> {
-        let rebuild = "rebuild it with `persona compile <conversations.json> -o <artifact>`";
-        if bytes.len() < 8 || &bytes[..8] != MAGIC {
-            bail!("`{name}` is not a persona artifact (wrong magic bytes); {rebuild}");
-        }
-        if bytes.len() < HEADER_LEN {
-            bail!(
-                "`{name}` is truncated ({} bytes, shorter than the header); {rebuild}",
-                bytes.len()
-            );
-        }
-        let version = u32_at(bytes, 8);
-        let oldest = u32_at(bytes, 12);
-        if oldest > FORMAT_VERSION {
-            bail!(
-                "`{name}` uses artifact format {version}, which needs persona able to read format {oldest}; \
-                 this persona {} reads formats {OLDEST_READABLE} to {FORMAT_VERSION}: upgrade persona or {rebuild}",
-                env!("CARGO_PKG_VERSION")
-            );
-        }
-        if version < OLDEST_READABLE {
-            bail!("`{name}` uses artifact format {version}, older than the oldest readable ({OLDEST_READABLE}); {rebuild}");
-        }
-        let length = u64_at(bytes, 16);
-        let payload = &bytes[HEADER_LEN..];
-        if payload.len() as u64 != length {
-            bail!(
-                "`{name}` is truncated or padded: the header says {length} payload bytes, the file has {}; {rebuild}",
-                payload.len()
-            );
-        }
-        if Sha256::digest(payload).as_slice() != &bytes[24..56] {
-            bail!("`{name}` is corrupted (checksum mismatch); {rebuild}");
-        }
-
-        let mut manifest = None;
-        let mut settings = None;
-        let mut conversations = None;
-        let mut examples = None;
-        let mut vectors = None;
-        let mut graph = None;
-        let mut data = None;
-        let mut filter = CompiledFilter::default();
-        let mut style = None;
-        let mut at = 0usize;
-        while at < payload.len() {
-            if payload.len() - at < 12 {
-                bail!(
-                    "`{name}` has a malformed section header at byte {}; {rebuild}",
-                    HEADER_LEN + at
-                );
-            }
-            let tag = u32_at(payload, at);
-            let len = u64_at(payload, at + 4) as usize;
-            let start = at + 12;
-            let end = start
-                .checked_add(len)
-                .filter(|&e| e <= payload.len())
-                .with_context(|| {
-                    format!(
-                        "`{name}` has a section running past the end at byte {}; {rebuild}",
-                        HEADER_LEN + at
-                    )
-                })?;
-            let body = &payload[start..end];
-            let json = |what: &str| format!("`{name}`: reading the {what} section; {rebuild}");
-            match tag {
-                TAG_MANIFEST => {
-                    manifest =
-                        Some(serde_json::from_slice::<Manifest>(body).with_context(|| json("manifest"))?)
-                }
-                TAG_SETTINGS => {
-                    settings =
-                        Some(serde_json::from_slice::<Settings>(body).with_context(|| json("settings"))?)
-                }
-                TAG_CONVERSATIONS => {
-                    conversations = Some(
-                        serde_json::from_slice::<Vec<Conversation>>(body)
-                            .with_context(|| json("conversations"))?,
-                    )
-                }
-                TAG_EXAMPLES => {
-                    examples =
-                        Some(serde_json::from_slice::<Vec<Example>>(body).with_context(|| json("examples"))?)
-                }
-                TAG_VECTORS => vectors = Some(body),
-                TAG_HNSW_GRAPH => graph = Some(body.to_vec()),
-                TAG_HNSW_DATA => data = Some(body.to_vec()),
-                TAG_FILTER => filter = serde_json::from_slice(body).with_context(|| json("filter"))?,
-                TAG_STYLE => {
-                    style = Some(serde_json::from_slice(body).with_context(|| json("style profile"))?)
-                }
-                _ => {} // a section from a newer compatible format
-            }
-            at = end;
-        }
-        let missing = |what: &str| format!("`{name}` has no {what} section; {rebuild}");
-        let manifest = manifest.with_context(|| missing("manifest"))?;
-        let settings = settings.with_context(|| missing("settings"))?;
-        let conversations = conversations.with_context(|| missing("conversations"))?;
-        let examples = examples.with_context(|| missing("examples"))?;
-        let vectors = vectors.with_context(|| missing("vectors"))?;
-        let index = IndexBytes {
-            graph: graph.with_context(|| missing("HNSW graph"))?,
-            data: data.with_context(|| missing("HNSW data"))?,
-        };
-        let dims = manifest.embedding.dims;
-        if dims == 0 || vectors.len() != examples.len() * dims * 4 {
-            bail!(
-                "`{name}` is inconsistent: {} vector bytes for {} examples of {dims} dims; {rebuild}",
-                vectors.len(),
-                examples.len()
-            );
-        }
-        let vectors = vectors
-            .chunks_exact(dims * 4)
-            .map(|v| {
-                v.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect()
-            })
+    /// Writes the artifact's bytes (the whole file) to `out`.
+    pub fn encode(&self, out: &mut impl Write) -> Result<()> {
+        let manifest = json("manifest", &self.manifest)?;
+        let settings = json("settings", &self.settings)?;
+        let filter = json("compiled filter", &self.filter)?;
+        let style = self
+            .style
+            .as_ref()
+            .map(|s| json("style profile", s))
+            .transpose()?;
+        let examples: Vec<u32> = self
+            .examples
+            .iter()
+            .flat_map(|e| [e.conversation, e.turn])
             .collect();
-        for (i, e) in examples.iter().enumerate() {
-            let ok = conversations
-                .get(e.conversation as usize)
-                .is_some_and(|c| (e.turn as usize) < c.messages.len() && e.turn > 0);
-            if !ok {
-                bail!("`{name}` is inconsistent: example {i} points outside its conversation; {rebuild}");
-            }
+        let mut sections: Vec<(u32, &[u8])> = vec![
+            (TAG_MANIFEST, &manifest),
+            (TAG_SETTINGS, &settings),
+            (TAG_CONVERSATION_OFFSETS, self.conversations.offsets().as_bytes()),
+            (TAG_CONVERSATIONS, self.conversations.bodies().as_bytes()),
+            (TAG_EXAMPLES, bytemuck::cast_slice(&examples)),
+            (TAG_VECTORS, self.vectors.flat().as_bytes()),
+            (TAG_GRAPH_LEVELS, self.graph.levels.as_bytes()),
+            (TAG_GRAPH_UPPER, self.graph.upper.as_bytes()),
+            (TAG_GRAPH_OFFSETS, self.graph.offsets.as_bytes()),
+            (TAG_GRAPH_LINKS, self.graph.links.as_bytes()),
+            (TAG_FILTER, &filter),
+        ];
+        if let Some(style) = &style {
+            sections.push((TAG_STYLE, style));
         }
-        if let Some(bad) = filter.deflections.iter().find(|&&d| d as usize >= examples.len()) {
-            bail!("`{name}` is inconsistent: deflection {bad} is not an example; {rebuild}");
-        }
-        Ok(Artifact {
-            manifest,
-            settings,
-            conversations,
-            examples,
-            vectors,
-            index,
-            filter,
-            style,
-        })
+        write_sections(out, &sections)
     }
 }
 
-/// Reads and verifies an artifact file.
+fn json<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).with_context(|| format!("encoding the {what}"))
+}
+
+fn align(at: usize) -> usize {
+    at.div_ceil(ALIGN) * ALIGN
+}
+
+fn header_len(count: usize) -> usize {
+    FIXED_HEADER + count * ENTRY + 8
+}
+
+fn write_sections(out: &mut impl Write, sections: &[(u32, &[u8])]) -> Result<()> {
+    let mut header = Vec::with_capacity(header_len(sections.len()));
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&OLDEST_READABLE.to_le_bytes());
+    header.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    let mut at = align(header_len(sections.len()));
+    let mut starts = Vec::with_capacity(sections.len());
+    for (tag, bytes) in sections {
+        header.extend_from_slice(&tag.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&(at as u64).to_le_bytes());
+        header.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        header.extend_from_slice(&xxh3_64(bytes).to_le_bytes());
+        starts.push(at);
+        at = align(at + bytes.len());
+    }
+    let checksum = xxh3_64(&header);
+    header.extend_from_slice(&checksum.to_le_bytes());
+    out.write_all(&header)?;
+    let mut written = header.len();
+    let zeros = [0u8; ALIGN];
+    for ((_, bytes), start) in sections.iter().zip(starts) {
+        out.write_all(&zeros[..start - written])?;
+        out.write_all(bytes)?;
+        written = start + bytes.len();
+    }
+    Ok(())
+}
+
+/// Reads and verifies an artifact file: maps it, checks magic, versions and every section's
+/// checksum, decodes the small sections and views the large ones in place.
 pub fn read(path: &Path) -> Result<Artifact> {
-    let bytes = std::fs::read(path).with_context(|| {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| {
         format!(
-            "reading the artifact `{}`; build one with `persona compile <conversations.json> -o {}`",
-            path.display(),
-            path.display()
+            "reading the artifact `{name}`; build one with `persona compile <conversations.json> -o {name}`"
         )
     })?;
-    Artifact::from_bytes(&bytes, &path.display().to_string())
+    // SAFETY: the map is read-only, and persona never writes an artifact in place: `write`
+    // renames a new file over the old one, which leaves this mapping's file untouched. Another
+    // program truncating the file while it is open is outside what a reader can defend against.
+    let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping the artifact `{name}`"))?;
+    decode(Arc::new(map), &name)
+}
+
+/// A section's place in the file.
+struct Entry {
+    tag: u32,
+    start: usize,
+    len: usize,
+}
+
+fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
+    let rebuild = "rebuild it with `persona compile <conversations.json> -o <artifact>`";
+    let bytes: &[u8] = &map;
+    if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        bail!("`{name}` is not a persona artifact (wrong magic bytes); {rebuild}");
+    }
+    if bytes.len() < FIXED_HEADER {
+        bail!(
+            "`{name}` is truncated ({} bytes, shorter than the header); {rebuild}",
+            bytes.len()
+        );
+    }
+    let version = u32_at(bytes, 8);
+    let oldest = u32_at(bytes, 12);
+    if oldest > FORMAT_VERSION {
+        bail!(
+            "`{name}` uses artifact format {version}, which needs persona able to read format {oldest}; \
+             this persona {} reads formats {OLDEST_READABLE} to {FORMAT_VERSION}: upgrade persona or {rebuild}",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    if version < OLDEST_READABLE {
+        bail!(
+            "`{name}` uses artifact format {version}, older than the oldest this persona reads ({OLDEST_READABLE}); \
+             {rebuild}"
+        );
+    }
+    let count = u32_at(bytes, 16) as usize;
+    if count > MAX_SECTIONS || bytes.len() < header_len(count) {
+        bail!("`{name}` is truncated or damaged (its section table does not fit the file); {rebuild}");
+    }
+    let table_end = header_len(count) - 8;
+    if xxh3_64(&bytes[..table_end]) != u64_at(bytes, table_end) {
+        bail!("`{name}` is corrupted (the header's checksum does not match); {rebuild}");
+    }
+    let mut entries = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = FIXED_HEADER + i * ENTRY;
+        let tag = u32_at(bytes, at);
+        let (start, len) = (u64_at(bytes, at + 8), u64_at(bytes, at + 16));
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(s, l)| Some((s, s.checked_add(l)?)))
+            .filter(|&(_, end)| end <= bytes.len());
+        let Some((start, end)) = range else {
+            bail!("`{name}` is truncated: section {tag} runs past the end of the file; {rebuild}");
+        };
+        if xxh3_64(&bytes[start..end]) != u64_at(bytes, at + 24) {
+            bail!(
+                "`{name}` is corrupted ({} section checksum mismatch); {rebuild}",
+                section_name(tag)
+            );
+        }
+        entries.push(Entry {
+            tag,
+            start,
+            len: end - start,
+        });
+    }
+
+    let find = |tag: u32| entries.iter().find(|e| e.tag == tag);
+    let missing = |tag: u32| format!("`{name}` has no {} section; {rebuild}", section_name(tag));
+    let json_of = |tag: u32| find(tag).map(|e| &bytes[e.start..e.start + e.len]);
+    fn parse<T: serde::de::DeserializeOwned>(
+        body: &[u8],
+        what: &str,
+        name: &str,
+        rebuild: &str,
+    ) -> Result<T> {
+        serde_json::from_slice(body)
+            .with_context(|| format!("`{name}`: reading the {what} section; {rebuild}"))
+    }
+    let required = |tag: u32| json_of(tag).with_context(|| missing(tag));
+    let manifest: Manifest = parse(required(TAG_MANIFEST)?, "manifest", name, rebuild)?;
+    let settings: Settings = parse(required(TAG_SETTINGS)?, "settings", name, rebuild)?;
+    let filter: CompiledFilter = match json_of(TAG_FILTER) {
+        Some(body) => parse(body, "filter", name, rebuild)?,
+        None => CompiledFilter::default(),
+    };
+    let style: Option<StyleProfile> = match json_of(TAG_STYLE) {
+        Some(body) => Some(parse(body, "style profile", name, rebuild)?),
+        None => None,
+    };
+    fn view<T: bytemuck::Pod>(
+        map: &Arc<Mmap>,
+        e: Option<&Entry>,
+        what: &str,
+        name: &str,
+        rebuild: &str,
+    ) -> Result<Flat<T>> {
+        let e = e.with_context(|| format!("`{name}` has no {what} section; {rebuild}"))?;
+        Flat::mapped(map, e.start, e.len).with_context(|| {
+            format!("`{name}` has a malformed {what} section (size or alignment); {rebuild}")
+        })
+    }
+    let inconsistent = |what: String| anyhow::anyhow!("`{name}` is inconsistent: {what}; {rebuild}");
+
+    let conversations = ConversationTable::from_parts(
+        view(
+            &map,
+            find(TAG_CONVERSATION_OFFSETS),
+            "conversation offsets",
+            name,
+            rebuild,
+        )?,
+        view(&map, find(TAG_CONVERSATIONS), "conversations", name, rebuild)?,
+    )
+    .map_err(|e| inconsistent(e.to_string()))?;
+    let pairs: Flat<u32> = view(&map, find(TAG_EXAMPLES), "examples", name, rebuild)?;
+    if !pairs.len().is_multiple_of(2) {
+        return Err(inconsistent("the examples section holds half an example".into()));
+    }
+    let examples: Vec<Example> = pairs
+        .chunks_exact(2)
+        .map(|p| Example {
+            conversation: p[0],
+            turn: p[1],
+        })
+        .collect();
+    let dims = manifest.embedding.dims;
+    let flat: Flat<f32> = view(&map, find(TAG_VECTORS), "vectors", name, rebuild)?;
+    let floats = flat.len();
+    let vectors = Vectors::from_flat(flat, dims)
+        .filter(|v| v.len() == examples.len())
+        .ok_or_else(|| {
+            inconsistent(format!(
+                "{floats} vector values for {} examples of {dims} dims",
+                examples.len()
+            ))
+        })?;
+    let graph = Graph {
+        levels: view(&map, find(TAG_GRAPH_LEVELS), "graph levels", name, rebuild)?,
+        upper: view(&map, find(TAG_GRAPH_UPPER), "graph layers", name, rebuild)?,
+        offsets: view(&map, find(TAG_GRAPH_OFFSETS), "graph offsets", name, rebuild)?,
+        links: view(&map, find(TAG_GRAPH_LINKS), "graph links", name, rebuild)?,
+    };
+    if graph.len() != examples.len() || graph.upper.len() != examples.len() {
+        return Err(inconsistent(format!(
+            "the graph has {} nodes for {} examples",
+            graph.len(),
+            examples.len()
+        )));
+    }
+    if let Some((i, _)) = examples
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.conversation as usize >= conversations.len() || e.turn == 0)
+    {
+        return Err(inconsistent(format!(
+            "example {i} points outside its conversation"
+        )));
+    }
+    if let Some(bad) = filter.deflections.iter().find(|&&d| d as usize >= examples.len()) {
+        return Err(inconsistent(format!("deflection {bad} is not an example")));
+    }
+    Ok(Artifact {
+        manifest,
+        settings,
+        conversations,
+        examples,
+        vectors,
+        graph,
+        filter,
+        style,
+    })
+}
+
+fn section_name(tag: u32) -> String {
+    match tag {
+        TAG_MANIFEST => "manifest".into(),
+        TAG_SETTINGS => "settings".into(),
+        TAG_CONVERSATION_OFFSETS => "conversation offsets".into(),
+        TAG_CONVERSATIONS => "conversations".into(),
+        TAG_EXAMPLES => "examples".into(),
+        TAG_VECTORS => "vectors".into(),
+        TAG_GRAPH_LEVELS | TAG_GRAPH_UPPER | TAG_GRAPH_OFFSETS | TAG_GRAPH_LINKS => format!("graph ({tag})"),
+        TAG_FILTER => "filter".into(),
+        TAG_STYLE => "style profile".into(),
+        other => format!("#{other}"),
+    }
 }
 
 /// Writes an artifact atomically: a temporary file in the same directory, synced, then renamed.
 pub fn write(path: &Path, artifact: &Artifact) -> Result<()> {
-    let bytes = artifact.to_bytes()?;
-    write_atomic(path, &bytes)
+    write_atomic_with(path, |out| artifact.encode(out))
 }
 
 /// Writes bytes to `path` through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |out| Ok(out.write_all(bytes)?))
+}
+
+/// Writes whatever `fill` writes to `path` through a temporary sibling and a rename.
+fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -382,10 +490,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             dir.display()
         );
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in `{}`", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing `{}`", path.display()))?;
+    {
+        let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        fill(&mut out).with_context(|| format!("writing `{}`", path.display()))?;
+        out.flush()
+            .with_context(|| format!("writing `{}`", path.display()))?;
+    }
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("syncing `{}`", path.display()))?;
@@ -399,12 +511,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| e.error)
         .with_context(|| format!("renaming the new file into `{}`", path.display()))?;
     Ok(())
-}
-
-fn section(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
-    out.extend_from_slice(&tag.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(body);
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -424,8 +530,8 @@ fn short(hash: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::Message;
-    use crate::index::Index;
+    use crate::dataset::{Conversation, Message};
+    use crate::index;
 
     pub(crate) fn sample() -> Artifact {
         let m = |from_creator, content: &str| Message {
@@ -443,11 +549,8 @@ mod tests {
                 m(true, "tea time"),
             ],
         }];
-        let vectors = vec![vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]];
-        let index = Index::build(&vectors, HnswParams::default())
-            .unwrap()
-            .to_bytes()
-            .unwrap();
+        let vectors = Vectors::from_rows(&[vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]]);
+        let graph = index::build(&vectors, HnswParams::default()).unwrap();
         Artifact {
             manifest: Manifest {
                 persona_version: "0.0.0".into(),
@@ -480,7 +583,7 @@ mod tests {
                 retrieval: Retrieval::default(),
                 filter: FilterSettings::default(),
             },
-            conversations,
+            conversations: ConversationTable::build(&conversations).unwrap(),
             examples: vec![
                 Example {
                     conversation: 0,
@@ -492,7 +595,7 @@ mod tests {
                 },
             ],
             vectors,
-            index,
+            graph,
             filter: CompiledFilter {
                 examples: ExampleVectors::default(),
                 deflections: vec![1],
@@ -501,28 +604,67 @@ mod tests {
         }
     }
 
+    fn bytes_of(artifact: &Artifact) -> Vec<u8> {
+        let mut out = Vec::new();
+        artifact.encode(&mut out).unwrap();
+        out
+    }
+
+    fn read_bytes(bytes: &[u8]) -> Result<Artifact> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.bin");
+        std::fs::write(&path, bytes).unwrap();
+        read(&path)
+    }
+
+    /// Rewrites the header's checksum after a deliberate header change.
+    fn reseal(bytes: &mut [u8]) {
+        let end = header_len(u32_at(bytes, 16) as usize) - 8;
+        let sum = xxh3_64(&bytes[..end]);
+        bytes[end..end + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+
     #[test]
     fn round_trips_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.bin");
         let artifact = sample();
         write(&path, &artifact).unwrap();
-        assert_eq!(read(&path).unwrap(), artifact);
+        let back = read(&path).unwrap();
+        assert_eq!(back, artifact);
+        assert_eq!(back.reply(1).as_deref(), Some("tea time"));
+        assert_eq!(format!("{:?}", back.vectors.flat()), "Flat(6 items, mapped)");
         // No temporary file is left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
+    fn large_sections_start_aligned() {
+        let bytes = bytes_of(&sample());
+        let count = u32_at(&bytes, 16) as usize;
+        for i in 0..count {
+            let start = u64_at(&bytes, FIXED_HEADER + i * ENTRY + 8);
+            assert_eq!(start % ALIGN as u64, 0, "section {i}");
+        }
+    }
+
+    #[test]
     fn every_corruption_is_refused_with_a_reason() {
-        let good = sample().to_bytes().unwrap();
+        let good = bytes_of(&sample());
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
+        let mut header_flip = good.clone();
+        header_flip[FIXED_HEADER + 9] ^= 0x01;
         let mut newer = good.clone();
         newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         newer[12..16].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let mut older = good.clone();
+        older[8..12].copy_from_slice(&1u32.to_le_bytes());
+        older[12..16].copy_from_slice(&1u32.to_le_bytes());
         let mut newer_compatible = good.clone();
         newer_compatible[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        reseal(&mut newer_compatible);
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty", vec![], "not a persona artifact"),
             (
@@ -531,17 +673,29 @@ mod tests {
                 "not a persona artifact",
             ),
             ("header only", good[..20].to_vec(), "truncated"),
+            ("table cut", good[..40].to_vec(), "truncated"),
             ("truncated payload", good[..good.len() - 10].to_vec(), "truncated"),
-            ("bit flip", flipped, "checksum"),
+            ("bit flip in a section", flipped, "checksum"),
+            ("bit flip in the table", header_flip, "checksum"),
             ("newer format", newer, "upgrade persona"),
+            ("format 1", older, "older than the oldest"),
         ];
         for (name, bytes, expected) in cases {
-            let err = Artifact::from_bytes(&bytes, "x.bin").unwrap_err().to_string();
+            let err = read_bytes(&bytes).unwrap_err().to_string();
             assert!(err.contains(expected) && err.contains("x.bin"), "{name}: {err}");
         }
         assert!(
-            Artifact::from_bytes(&newer_compatible, "x.bin").is_ok(),
+            read_bytes(&newer_compatible).is_ok(),
             "a newer but compatible format is read"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path_and_the_fix() {
+        let err = read(Path::new("/nonexistent/p.bin")).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/p.bin") && err.contains("persona compile"),
+            "{err}"
         );
     }
 

@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::{self, Artifact, CompiledFilter, DatasetInfo, Heldout, Manifest, Settings};
 use crate::config::Config;
+use crate::conversation_table::ConversationTable;
 use crate::dataset;
 use crate::embed::{hex, Embedder};
 use crate::embed_cache::{embed_with_cache, EmbedCache};
 use crate::filter::Filter;
-use crate::index::Index;
+use crate::index;
 use crate::transcript;
 
 /// What a compile did, as printed by `--json`.
@@ -45,6 +46,34 @@ pub struct Summary {
     pub deflections: usize,
     /// Wall time of the whole compile.
     pub seconds: f64,
+    /// Where that time went, in order.
+    pub phases: Vec<Phase>,
+}
+
+/// One step of a compile and its wall time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// What was done.
+    pub phase: &'static str,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Records phase times: each call closes the phase that ran since the previous one.
+struct Clock {
+    last: Instant,
+    phases: Vec<Phase>,
+}
+
+impl Clock {
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.phases.push(Phase {
+            phase,
+            seconds: (now - self.last).as_secs_f64(),
+        });
+        self.last = now;
+    }
 }
 
 /// Compiles `dataset_path` into an artifact at `output`.
@@ -56,6 +85,10 @@ pub fn run(
     cache: &mut EmbedCache,
 ) -> Result<Summary> {
     let started = Instant::now();
+    let mut clock = Clock {
+        last: started,
+        phases: Vec::new(),
+    };
     let bytes = std::fs::read(dataset_path)
         .with_context(|| format!("reading the dataset `{}`; check the path", dataset_path.display()))?;
     let conversations = dataset::parse(&bytes).map_err(|e| {
@@ -67,6 +100,9 @@ pub fn run(
         )
     })?;
     check_output_dir(output)?;
+    let dataset_sha256 = hex(&Sha256::digest(&bytes));
+    drop(bytes);
+    clock.lap("read and parse the dataset");
 
     let heldout: Vec<usize> = (0..conversations.len())
         .filter(|&i| dataset::is_held_out(&conversations[i], config.compile.holdout))
@@ -105,6 +141,7 @@ pub fn run(
         })
         .collect();
 
+    clock.lap("examples, hold-out and lexical filter");
     let bar = progress_bar(texts.len() as u64, "embedding");
     let (vectors, embedded) = embed_with_cache(
         embedder,
@@ -115,9 +152,12 @@ pub fn run(
     )?;
     bar.finish_and_clear();
     cache.flush()?;
+    drop(texts);
+    clock.lap("embed (through the cache)");
 
-    let index = Index::build(&vectors, config.index)
+    let graph = index::build(&vectors, config.index)
         .with_context(|| format!("indexing the dataset `{}`", dataset_path.display()))?;
+    clock.lap("hnsw build");
     let info = embedder.info().clone();
     let manifest = Manifest {
         persona_version: env!("CARGO_PKG_VERSION").into(),
@@ -126,7 +166,7 @@ pub fn run(
         embedding: info.clone(),
         dataset: DatasetInfo {
             path: dataset_path.display().to_string(),
-            sha256: hex(&Sha256::digest(&bytes)),
+            sha256: dataset_sha256,
             conversations: conversations.len(),
             messages: conversations.iter().map(|c| c.messages.len()).sum(),
         },
@@ -140,6 +180,7 @@ pub fn run(
     };
     filter.embed_examples(embedder)?;
     let deflections = deflections(&filter, &conversations, &examples);
+    let style = crate::runtime::style_profile(&conversations, &examples, &heldout);
     let compiled = Artifact {
         manifest,
         settings: Settings {
@@ -148,19 +189,20 @@ pub fn run(
             retrieval: config.retrieval,
             filter: config.filter.clone(),
         },
-        conversations,
+        conversations: ConversationTable::build(&conversations)?,
         examples,
         vectors,
-        index: index.to_bytes()?,
+        graph,
         filter: CompiledFilter {
             examples: filter.examples().clone(),
             deflections,
         },
-        style: None,
+        style: Some(style),
     };
-    let mut compiled = compiled;
-    compiled.style = Some(crate::runtime::style_profile(&compiled));
+    drop(conversations);
+    clock.lap("filter examples, deflections, style profile");
     artifact::write(output, &compiled)?;
+    clock.lap("write the artifact");
     Ok(Summary {
         artifact: output.to_path_buf(),
         conversations: compiled.conversations.len(),
@@ -173,6 +215,7 @@ pub fn run(
         deflections: compiled.filter.deflections.len(),
         blocked_replies_excluded: blocked_replies,
         seconds: started.elapsed().as_secs_f64(),
+        phases: clock.phases,
     })
 }
 

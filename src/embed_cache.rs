@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::embed::{Embedder, ModelInfo};
+use crate::flat::{Flat, Vectors};
 
 const MAGIC: &[u8; 8] = b"PRSNEMB1";
 
@@ -102,15 +103,15 @@ impl EmbedCache {
 
 /// Embeds `texts` through the cache: cached vectors are reused, the rest embedded in batches.
 ///
-/// Returns one vector per text and how many were embedded now; `progress` is told how many
-/// texts are done after every batch.
+/// Returns one vector per text, row after row, and how many were embedded now; `progress` is told
+/// how many texts are done after every batch.
 pub fn embed_with_cache(
     embedder: &mut dyn Embedder,
     cache: &mut EmbedCache,
     texts: &[String],
     batch_size: usize,
     progress: &mut dyn FnMut(usize),
-) -> Result<(Vec<Vec<f32>>, usize)> {
+) -> Result<(Vectors, usize)> {
     let keys: Vec<TextKey> = texts.iter().map(|t| key(t)).collect();
     let mut missing: Vec<usize> = Vec::new();
     let mut queued = std::collections::HashSet::new();
@@ -130,35 +131,32 @@ pub fn embed_with_cache(
         done += batch.len();
         progress(done);
     }
-    let vectors = keys
-        .iter()
-        .map(|k| {
-            cache
-                .get(k)
-                .cloned()
-                .context("an embedding went missing from the cache")
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut flat = Vec::with_capacity(keys.len() * cache.dims);
+    for k in &keys {
+        flat.extend_from_slice(cache.get(k).context("an embedding went missing from the cache")?);
+    }
+    let vectors =
+        Vectors::from_flat(Flat::owned(flat), cache.dims).context("the embedding model has 0 dimensions")?;
     Ok((vectors, missing.len()))
 }
 
 fn load(path: &Path, dims: usize) -> Option<HashMap<TextKey, Vec<f32>>> {
-    let mut bytes = Vec::new();
-    File::open(path).ok()?.read_to_end(&mut bytes).ok()?;
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+    // Record by record, so a large cache is never held twice (file bytes and map).
+    let file = File::open(path).ok()?;
+    let records = file.metadata().ok()?.len().saturating_sub(12) / (32 + 4 * dims as u64);
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; 12];
+    input.read_exact(&mut head).ok()?;
+    if &head[..8] != MAGIC || u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize != dims {
         return None;
     }
-    let stored_dims = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
-    if stored_dims != dims {
-        return None;
-    }
-    let record = 32 + 4 * dims;
-    let mut map = HashMap::new();
-    // chunks_exact drops a torn last record.
-    for chunk in bytes[12..].chunks_exact(record) {
+    let mut map = HashMap::with_capacity(records as usize);
+    let mut record = vec![0u8; 32 + 4 * dims];
+    // A torn last record fails read_exact and is dropped.
+    while input.read_exact(&mut record).is_ok() {
         let mut key = [0u8; 32];
-        key.copy_from_slice(&chunk[..32]);
-        let vector = chunk[32..]
+        key.copy_from_slice(&record[..32]);
+        let vector = record[32..]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();

@@ -88,7 +88,8 @@ pub struct Item {
 
 /// The held-out turns: from a file in the training-data schema, or the artifact's held-out set.
 pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
-    let (conversations, which): (Vec<dataset::Conversation>, Vec<usize>) = match heldout {
+    // (index in its dataset, conversation) for every held-out conversation.
+    let conversations: Vec<(usize, dataset::Conversation)> = match heldout {
         Some(path) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading the held-out set `{}`", path.display()))?;
@@ -100,8 +101,7 @@ pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
                     e.problem
                 )
             })?;
-            let all = (0..conversations.len()).collect();
-            (conversations, all)
+            conversations.into_iter().enumerate().collect()
         }
         None => {
             let a = &persona.artifact;
@@ -111,14 +111,18 @@ pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
                      `persona compile <data> --holdout 0.2` or pass --heldout FILE"
                 );
             }
-            (a.conversations.clone(), a.manifest.heldout.conversations.clone())
+            a.manifest
+                .heldout
+                .conversations
+                .iter()
+                .map(|&c| a.conversations.get(c).map(|conversation| (c, conversation)))
+                .collect::<Result<_>>()?
         }
     };
     // A fixed moment for turns without timestamps, so runs repeat.
     let fallback_now: Timestamp = "2026-01-15T02:00:00Z".parse().context("the fixed eval time")?;
     let mut out = Vec::new();
-    for c in which {
-        let conversation = &conversations[c];
+    for (c, conversation) in &conversations {
         for (t, m) in conversation.messages.iter().enumerate() {
             if !m.from_creator || t == 0 {
                 continue;

@@ -1,18 +1,22 @@
-//! The nearest-neighbour index over example vectors (HNSW from hnsw_rs, dot distance).
+//! The nearest-neighbour index over example vectors: an HNSW graph built by hnsw_rs, frozen into
+//! flat arrays, and searched in place.
 //!
-//! Owns building the graph, turning it into bytes for the artifact and back, and `search`, which
-//! returns example ids nearest first with cosine scores. hnsw_rs only dumps to and loads from
-//! files, so this module round-trips through a private temporary directory; it must only ever be
-//! given bytes whose checksum the artifact has already verified, because hnsw_rs aborts the
-//! process on some malformed input.
+//! hnsw_rs builds the graph (in parallel, dot distance). The graph is then copied out into
+//! compressed adjacency arrays ([`Graph`]) that the artifact stores as they are and maps back
+//! without parsing, and [`Index::search`] walks them: greedy descent through the upper layers,
+//! then a beam of `ef` candidates on layer 0, which is the HNSW search hnsw_rs itself runs. Every
+//! stored id is bounds-checked while searching, so even a damaged graph cannot crash a reader;
+//! it can only search worse (the artifact's checksums catch damage first).
 
-use std::path::Path;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashSet};
 
-use anyhow::{anyhow, bail, Context, Result};
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
+use anyhow::{bail, Result};
 use hnsw_rs::prelude::{DistDot, Hnsw};
 use serde::{Deserialize, Serialize};
+
+use crate::embed::dot;
+use crate::flat::{Flat, Vectors};
 
 /// HNSW parameters, recorded in the artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,22 +40,69 @@ impl Default for HnswParams {
 }
 
 const MAX_LAYER: usize = 16;
-const BASENAME: &str = "index";
+const NONE: u32 = u32::MAX;
 
-/// The graph as stored in the artifact: hnsw_rs's two dump files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexBytes {
-    /// The `.hnsw.graph` file.
-    pub graph: Vec<u8>,
-    /// The `.hnsw.data` file.
-    pub data: Vec<u8>,
+/// The HNSW graph as flat arrays.
+///
+/// Adjacency lists are numbered: list `v` is node `v`'s layer-0 neighbours; a node with level
+/// `L >= 1` also owns lists `upper[v]`, `upper[v] + 1`, ..., one for each layer 1..=L. List `s`
+/// is `links[offsets[s]..offsets[s + 1]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    /// Each node's top layer.
+    pub levels: Flat<u8>,
+    /// Each node's first upper list, or `u32::MAX` for nodes only on layer 0.
+    pub upper: Flat<u32>,
+    /// Start of every list in `links`, plus the end.
+    pub offsets: Flat<u32>,
+    /// Neighbour ids.
+    pub links: Flat<u32>,
 }
 
-/// A searchable index.
+impl Graph {
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// The entry point: the first node on the highest layer.
+    fn entry(&self) -> Option<(u32, u8)> {
+        let top = *self.levels.iter().max()?;
+        let at = self.levels.iter().position(|&l| l == top)?;
+        Some((at as u32, top))
+    }
+
+    /// Node `v`'s neighbours on `layer`; empty if the graph does not have them.
+    fn neighbours(&self, v: u32, layer: u8) -> &[u32] {
+        let slot = if layer == 0 {
+            Some(v as usize)
+        } else {
+            match self.upper.get(v as usize) {
+                Some(&first) if first != NONE && self.levels.get(v as usize).is_some_and(|&l| layer <= l) => {
+                    Some(first as usize + layer as usize - 1)
+                }
+                _ => None,
+            }
+        };
+        slot.and_then(|s| {
+            let (&a, &b) = (self.offsets.get(s)?, self.offsets.get(s + 1)?);
+            self.links.get(a as usize..b as usize)
+        })
+        .unwrap_or(&[])
+    }
+}
+
+/// A searchable index: the graph and the vectors it links.
 pub struct Index {
-    hnsw: Hnsw<'static, f32, DistDot>,
+    graph: Graph,
+    vectors: Vectors,
+    entry: Option<(u32, u8)>,
     params: HnswParams,
-    len: usize,
 }
 
 /// A search hit: example id and cosine similarity.
@@ -63,119 +114,202 @@ pub struct Hit {
     pub score: f32,
 }
 
-impl Index {
-    /// Builds an index over unit vectors; vector `i` gets id `i`.
-    pub fn build(vectors: &[Vec<f32>], params: HnswParams) -> Result<Self> {
-        if vectors.is_empty() {
-            bail!(
-                "there are no examples to index; the dataset needs creator replies outside the held-out set"
-            );
-        }
-        if params.m == 0 || params.m > 255 {
-            bail!("`index.m` must be between 1 and 255, got {}", params.m);
-        }
-        let hnsw = Hnsw::<f32, DistDot>::new(
-            params.m,
-            vectors.len(),
-            MAX_LAYER,
-            params.ef_construction.max(1),
-            DistDot {},
-        );
-        let data: Vec<(&Vec<f32>, usize)> = vectors.iter().enumerate().map(|(i, v)| (v, i)).collect();
-        hnsw.parallel_insert(&data);
-        Ok(Index {
-            hnsw,
-            params,
-            len: vectors.len(),
-        })
+/// Builds the HNSW graph over unit vectors with hnsw_rs; vector `i` becomes node `i`.
+pub fn build(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
+    if vectors.is_empty() {
+        bail!("there are no examples to index; the dataset needs creator replies outside the held-out set");
     }
+    if params.m == 0 || params.m > 255 {
+        bail!("`index.m` must be between 1 and 255, got {}", params.m);
+    }
+    let n = vectors.len();
+    if n >= NONE as usize {
+        bail!("{n} examples are more than one index can hold ({})", NONE - 1);
+    }
+    let hnsw = Hnsw::<f32, DistDot>::new(params.m, n, MAX_LAYER, params.ef_construction.max(1), DistDot {});
+    let data: Vec<(&[f32], usize)> = vectors.iter().enumerate().map(|(i, v)| (v, i)).collect();
+    hnsw.parallel_insert_slice(&data);
+    drop(data);
 
-    /// The two dump files of the graph.
-    pub fn to_bytes(&self) -> Result<IndexBytes> {
-        let dir = tempfile::tempdir().context("creating a temporary directory for the index")?;
-        let name = self
-            .hnsw
-            .file_dump(dir.path(), BASENAME)
-            .map_err(|e| anyhow!("dumping the HNSW index: {e}"))?;
-        let read = |ext: &str| -> Result<Vec<u8>> {
-            let path = dir.path().join(format!("{name}.hnsw.{ext}"));
-            std::fs::read(&path).with_context(|| format!("reading the index dump `{}`", path.display()))
+    // Copy the graph out, node by node, in id order.
+    let mut levels = vec![0u8; n];
+    let mut layer0: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut uppers: Vec<(u32, Vec<Vec<u32>>)> = Vec::new();
+    for point in hnsw.get_point_indexation() {
+        let id = point.get_origin_id();
+        let level = point.get_point_id().0;
+        let mut layers = point.get_neighborhood_id();
+        layers.truncate(level as usize + 1);
+        let mut lists = layers
+            .into_iter()
+            .map(|l| l.into_iter().map(|nb| nb.d_id as u32).collect::<Vec<u32>>());
+        let (Some(slot), Some(first)) = (levels.get_mut(id), lists.next()) else {
+            bail!("hnsw_rs returned node {id}, outside the {n} inserted");
         };
-        Ok(IndexBytes {
-            graph: read("graph")?,
-            data: read("data")?,
-        })
+        *slot = level;
+        layer0[id] = first;
+        if level > 0 {
+            uppers.push((id as u32, lists.collect()));
+        }
     }
+    drop(hnsw);
 
-    /// Loads an index from verified bytes.
-    pub fn from_bytes(bytes: &IndexBytes, params: HnswParams, len: usize) -> Result<Self> {
-        let dir = tempfile::tempdir().context("creating a temporary directory for the index")?;
-        write(dir.path(), "graph", &bytes.graph)?;
-        write(dir.path(), "data", &bytes.data)?;
-        // The loaded graph borrows its loader; the loader is small and lives as long as the
-        // process, which is how long an index is used.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir.path(), BASENAME)));
-        let mut hnsw: Hnsw<'static, f32, DistDot> = io
-            .load_hnsw()
-            .map_err(|e| anyhow!("loading the HNSW index: {e}"))?;
-        hnsw.set_searching_mode(true);
-        if hnsw.get_nb_point() != len {
+    let mut offsets = Vec::with_capacity(n + uppers.len() * 2 + 1);
+    let mut links = Vec::new();
+    offsets.push(0u32);
+    let mut push = |list: &[u32], offsets: &mut Vec<u32>| -> Result<()> {
+        links.extend_from_slice(list);
+        let end = u32::try_from(links.len())
+            .map_err(|_| anyhow::anyhow!("the graph has more than {} links; lower `index.m`", u32::MAX))?;
+        offsets.push(end);
+        Ok(())
+    };
+    for list in &layer0 {
+        push(list, &mut offsets)?;
+    }
+    drop(layer0);
+    let mut upper = vec![NONE; n];
+    for (id, lists) in &uppers {
+        upper[*id as usize] = (offsets.len() - 1) as u32;
+        for list in lists {
+            push(list, &mut offsets)?;
+        }
+    }
+    Ok(Graph {
+        levels: Flat::owned(levels),
+        upper: Flat::owned(upper),
+        offsets: Flat::owned(offsets),
+        links: Flat::owned(links),
+    })
+}
+
+/// A candidate during search, ordered by score.
+#[derive(Clone, Copy, PartialEq)]
+struct Scored(f32, u32);
+
+impl Eq for Scored {}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
+}
+
+impl Index {
+    /// An index over a graph and the vectors it was built from.
+    pub fn new(graph: Graph, vectors: Vectors, params: HnswParams) -> Result<Self> {
+        if graph.len() != vectors.len() {
             bail!(
-                "the index holds {} points but the artifact has {len} examples",
-                hnsw.get_nb_point()
+                "the index holds {} nodes but there are {} vectors",
+                graph.len(),
+                vectors.len()
             );
         }
-        Ok(Index { hnsw, params, len })
+        let entry = graph.entry();
+        Ok(Index {
+            graph,
+            vectors,
+            entry,
+            params,
+        })
     }
 
     /// The `k` nearest examples, nearest first.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
-        if k == 0 || self.len == 0 {
+        let Some((mut at, top)) = self.entry else {
+            return Vec::new();
+        };
+        if k == 0 {
             return Vec::new();
         }
+        let score = |v: u32| self.vectors.get(v as usize).map(|x| dot(x, query));
+        let Some(mut best) = score(at) else {
+            return Vec::new();
+        };
+        // Greedy descent: on each upper layer move to the best neighbour until none is better.
+        for layer in (1..=top).rev() {
+            loop {
+                let mut moved = false;
+                for &nb in self.graph.neighbours(at, layer) {
+                    if let Some(s) = score(nb) {
+                        if s > best {
+                            (best, at, moved) = (s, nb, true);
+                        }
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        // Beam search on layer 0 with `ef` candidates.
         let ef = self.params.ef_search.max(k);
-        let mut hits: Vec<Hit> = self
-            .hnsw
-            .search(query, k.min(self.len), ef)
+        let mut visited = HashSet::with_capacity(ef * 8);
+        visited.insert(at);
+        let mut frontier = BinaryHeap::from([Scored(best, at)]);
+        let mut kept = BinaryHeap::from([Reverse(Scored(best, at))]);
+        while let Some(Scored(s, v)) = frontier.pop() {
+            let worst = kept.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
+            if kept.len() >= ef && s < worst {
+                break;
+            }
+            for &nb in self.graph.neighbours(v, 0) {
+                if !visited.insert(nb) {
+                    continue;
+                }
+                let Some(s) = score(nb) else { continue };
+                let worst = kept.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
+                if kept.len() < ef || s > worst {
+                    frontier.push(Scored(s, nb));
+                    kept.push(Reverse(Scored(s, nb)));
+                    if kept.len() > ef {
+                        kept.pop();
+                    }
+                }
+            }
+        }
+        let mut hits: Vec<Hit> = kept
             .into_iter()
-            .map(|n| Hit {
-                id: n.d_id,
-                score: 1.0 - n.distance,
+            .map(|Reverse(Scored(score, id))| Hit {
+                id: id as usize,
+                score,
             })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(k);
         hits
     }
 
     /// Number of indexed examples.
     pub fn len(&self) -> usize {
-        self.len
+        self.vectors.len()
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.vectors.is_empty()
     }
 }
 
 /// Exact search by scanning every vector, nearest first: the reference for recall.
-pub fn brute_force(vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<Hit> {
+pub fn brute_force(vectors: &Vectors, query: &[f32], k: usize) -> Vec<Hit> {
     let mut hits: Vec<Hit> = vectors
         .iter()
         .enumerate()
         .map(|(id, v)| Hit {
             id,
-            score: crate::embed::dot(v, query),
+            score: dot(v, query),
         })
         .collect();
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     hits.truncate(k);
     hits
-}
-
-fn write(dir: &Path, ext: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.join(format!("{BASENAME}.hnsw.{ext}"));
-    std::fs::write(&path, bytes).with_context(|| format!("writing the index to `{}`", path.display()))
 }
 
 #[cfg(test)]
@@ -187,7 +321,7 @@ mod tests {
         v.into_iter().map(|x| x / n).collect()
     }
 
-    fn vectors(n: usize) -> Vec<Vec<f32>> {
+    fn vectors(n: usize) -> Vectors {
         // A deterministic pseudo-random spread of directions in 8 dimensions.
         let mut state = 12345u64;
         let mut next = move || {
@@ -196,23 +330,76 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         };
-        (0..n).map(|_| unit((0..8).map(|_| next()).collect())).collect()
+        let rows: Vec<Vec<f32>> = (0..n).map(|_| unit((0..8).map(|_| next()).collect())).collect();
+        Vectors::from_rows(&rows)
     }
 
     #[test]
-    fn bytes_round_trip_gives_the_same_answers() {
-        let vs = vectors(200);
-        let index = Index::build(&vs, HnswParams::default()).unwrap();
-        let bytes = index.to_bytes().unwrap();
-        let loaded = Index::from_bytes(&bytes, HnswParams::default(), vs.len()).unwrap();
-        for q in vs.iter().step_by(17) {
-            assert_eq!(index.search(q, 5), loaded.search(q, 5));
-            assert_eq!(loaded.search(q, 1)[0].id, brute_force(&vs, q, 1)[0].id);
+    fn search_agrees_with_exact_search() {
+        let vs = vectors(2000);
+        let index = Index::new(
+            build(&vs, HnswParams::default()).unwrap(),
+            vs.clone(),
+            HnswParams::default(),
+        )
+        .unwrap();
+        let (mut found, mut total) = (0, 0);
+        for q in vs.iter().step_by(37) {
+            let approx = index.search(q, 10);
+            let exact = brute_force(&vs, q, 10);
+            assert_eq!(approx.len(), 10);
+            assert!(
+                approx.windows(2).all(|w| w[0].score >= w[1].score),
+                "nearest first"
+            );
+            assert_eq!(approx[0].id, exact[0].id, "a stored vector finds itself");
+            found += approx
+                .iter()
+                .filter(|h| exact.iter().any(|e| e.id == h.id))
+                .count();
+            total += 10;
+        }
+        let recall = found as f64 / total as f64;
+        assert!(recall >= 0.95, "recall@10 {recall:.3}");
+    }
+
+    #[test]
+    fn every_node_is_reachable_and_links_stay_in_range() {
+        let vs = vectors(500);
+        let graph = build(&vs, HnswParams::default()).unwrap();
+        assert_eq!(graph.len(), 500);
+        assert!(graph.links.iter().all(|&l| (l as usize) < 500));
+        assert!(graph.levels.iter().any(|&l| l > 0), "a multi-layer graph");
+        let index = Index::new(graph, vs.clone(), HnswParams::default()).unwrap();
+        for (i, v) in vs.iter().enumerate() {
+            assert_eq!(index.search(v, 1)[0].id, i, "node {i}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_graph_searches_without_panicking() {
+        let vs = vectors(300);
+        let mut graph = build(&vs, HnswParams::default()).unwrap();
+        let mut links = graph.links.to_vec();
+        links.iter_mut().step_by(3).for_each(|l| *l = u32::MAX - 7);
+        graph.links = Flat::owned(links);
+        let mut offsets = graph.offsets.to_vec();
+        offsets[10] = u32::MAX;
+        graph.offsets = Flat::owned(offsets);
+        let index = Index::new(graph, vs.clone(), HnswParams::default()).unwrap();
+        for q in vs.iter().step_by(11) {
+            assert!(index.search(q, 5).iter().all(|h| h.id < 300));
         }
     }
 
     #[test]
     fn an_empty_index_is_an_error() {
-        assert!(Index::build(&[], HnswParams::default()).is_err());
+        assert!(build(&Vectors::from_rows(&[]), HnswParams::default()).is_err());
+    }
+
+    #[test]
+    fn a_graph_and_vectors_of_different_sizes_are_refused() {
+        let graph = build(&vectors(50), HnswParams::default()).unwrap();
+        assert!(Index::new(graph, vectors(49), HnswParams::default()).is_err());
     }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::artifact::{self, Artifact};
 use crate::context::{self, Facts};
-use crate::dataset::{FanProfile, Message, MAX_MESSAGE_CHARS};
+use crate::dataset::{Conversation, Example, FanProfile, Message, MAX_MESSAGE_CHARS};
 use crate::embed::{dot, Embedder, FastEmbedder};
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
@@ -152,8 +152,12 @@ impl Persona {
         artifact
             .check_model(embedder.info())
             .with_context(|| format!("loading `{}`", path.display()))?;
-        let index = Index::from_bytes(&artifact.index, artifact.manifest.hnsw, artifact.examples.len())
-            .with_context(|| format!("loading the index of `{}`", path.display()))?;
+        let index = Index::new(
+            artifact.graph.clone(),
+            artifact.vectors.clone(),
+            artifact.manifest.hnsw,
+        )
+        .with_context(|| format!("loading the index of `{}`", path.display()))?;
         timings.push(("hnsw index load", t.elapsed()));
         let t = Instant::now();
         let tz_name = &artifact.settings.creator.timezone;
@@ -166,7 +170,11 @@ impl Persona {
         // Artifacts from before the profile was compiled in get it built here.
         let profile = match &artifact.style {
             Some(p) => p.clone(),
-            None => style_profile(&artifact),
+            None => style_profile(
+                &artifact.conversations.decode_all()?,
+                &artifact.examples,
+                &artifact.manifest.heldout.conversations,
+            ),
         };
         timings.push(("filter + style profile", t.elapsed()));
         Ok(Persona {
@@ -279,11 +287,22 @@ impl Persona {
                     .collect()
             }
         };
+        self.record("hnsw search", t.elapsed());
+        let t = Instant::now();
+        // The candidates' conversations, decoded once each.
+        let mut decoded: std::collections::HashMap<u32, Conversation> = std::collections::HashMap::new();
+        for h in &hits {
+            if let Some(e) = self.artifact.examples.get(h.id) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(e.conversation) {
+                    slot.insert(self.artifact.conversations.get(e.conversation as usize)?);
+                }
+            }
+        }
         let candidates: Vec<retrieve::Candidate> = hits
             .iter()
             .filter_map(|h| {
                 let e = self.artifact.examples.get(h.id)?;
-                let c = self.artifact.conversations.get(e.conversation as usize)?;
+                let c = decoded.get(&e.conversation)?;
                 Some(retrieve::Candidate {
                     hit: *h,
                     conversation: e.conversation,
@@ -294,15 +313,22 @@ impl Persona {
 
         let mut demo_inputs = Vec::new();
         let mut demos = Vec::new();
-        self.record("hnsw search", t.elapsed());
+        self.record("demo conversations decoded", t.elapsed());
         let chosen = match turn.demos {
             DemoMode::Nearest => retrieve::select(&candidates, turn.k),
             _ => hits.clone(),
         };
         for hit in chosen {
-            let e = self.artifact.examples[hit.id];
-            let c = &self.artifact.conversations[e.conversation as usize];
+            let Some(e) = self.artifact.examples.get(hit.id).copied() else {
+                continue;
+            };
+            let Some(c) = decoded.get(&e.conversation) else {
+                continue;
+            };
             let turn_at = e.turn as usize;
+            if turn_at >= c.messages.len() {
+                continue;
+            }
             let before = &c.messages[..turn_at];
             let mut inputs = Inputs::new();
             inputs.insert(
@@ -451,23 +477,29 @@ impl Persona {
         let mut out: Vec<String> = scored
             .into_iter()
             .take(5)
-            .filter_map(|(_, d)| self.artifact.reply(d as usize).map(str::to_string))
+            .filter_map(|(_, d)| self.artifact.reply(d as usize))
             .collect();
         out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
         out
     }
 }
 
-/// The creator's style profile from an artifact's contents: the indexed replies, contrasted with
-/// the fans' messages in the conversations the index was built from.
-pub fn style_profile(artifact: &Artifact) -> StyleProfile {
-    let replies: Vec<&str> = (0..artifact.examples.len())
-        .filter_map(|id| artifact.reply(id))
+/// The creator's style profile: the indexed replies, contrasted with the fans' messages in the
+/// conversations the index was built from (held-out ones excluded).
+pub fn style_profile(
+    conversations: &[Conversation],
+    examples: &[Example],
+    heldout: &[usize],
+) -> StyleProfile {
+    let replies: Vec<&str> = examples
+        .iter()
+        .filter_map(|e| {
+            let c = conversations.get(e.conversation as usize)?;
+            Some(c.messages.get(e.turn as usize)?.content.as_str())
+        })
         .collect();
-    let heldout: std::collections::HashSet<usize> =
-        artifact.manifest.heldout.conversations.iter().copied().collect();
-    let fans: Vec<&str> = artifact
-        .conversations
+    let heldout: std::collections::HashSet<usize> = heldout.iter().copied().collect();
+    let fans: Vec<&str> = conversations
         .iter()
         .enumerate()
         .filter(|(i, _)| !heldout.contains(i))

@@ -12,7 +12,12 @@ use persona::transcript;
 #[test]
 fn hnsw_matches_exact_search_on_real_embeddings() {
     let artifact = persona::artifact::read(shared_artifact()).unwrap();
-    let index = Index::from_bytes(&artifact.index, artifact.manifest.hnsw, artifact.examples.len()).unwrap();
+    let index = Index::new(
+        artifact.graph.clone(),
+        artifact.vectors.clone(),
+        artifact.manifest.hnsw,
+    )
+    .unwrap();
     let mut embedder = FastEmbedder::load(&Assets::locate(), 2, 32).unwrap();
 
     // Queries: the held-out conversations, rendered exactly as `ask` renders a query.
@@ -23,7 +28,7 @@ fn hnsw_matches_exact_search_on_real_embeddings() {
         .conversations
         .iter()
         .map(|&c| {
-            let messages = &artifact.conversations[c].messages;
+            let messages = artifact.conversations.get(c).unwrap().messages;
             transcript::embedding_text(&messages[..messages.len() - 1], window)
         })
         .collect();
