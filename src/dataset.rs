@@ -2,7 +2,8 @@
 //!
 //! Owns the schema of `conversations.json` (the DSPy trainset shape plus optional `sent_at`, `fan`
 //! and `id`), every check on it, the expansion of each creator turn into an [`Example`], duplicate
-//! removal and the deterministic hold-out split. It does not read files: callers hand it bytes.
+//! removal and the deterministic hold-out split. It does not read files: callers hand it bytes
+//! (compile hands it a memory map of the file).
 
 use std::collections::HashSet;
 
@@ -80,6 +81,9 @@ struct RawHistory {
 }
 
 /// Parses and validates a dataset.
+///
+/// Streams the top-level list: each conversation is read, checked and converted before the next
+/// one is read, so a large dataset is never held as a whole JSON tree besides the result.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Conversation>, DatasetError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let (line, col) = line_col(&bytes[..e.valid_up_to()]);
@@ -88,36 +92,99 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Conversation>, DatasetError> {
             problem: "the file is not valid UTF-8; save it as UTF-8".into(),
         }
     })?;
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DatasetError {
-        place: format!("line {}, column {}", e.line(), e.column()),
-        problem: format!("not valid JSON ({e}); fix the syntax there"),
-    })?;
-    if !value.is_array() {
+    // Another JSON value at the top is a shape error; anything else is left to the parser, which
+    // names the line and column.
+    if let Some(kind) = text.trim_start().chars().next().and_then(kind_starting_with) {
         return Err(DatasetError {
             place: "top level".into(),
             problem: format!(
-                "expected a JSON list of conversations, found {}; wrap the conversations in [ ... ]",
-                kind_of(&value)
+                "expected a JSON list of conversations, found {kind}; wrap the conversations in [ ... ]"
             ),
         });
     }
-    let raw: Vec<RawConversation> = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let problem = e.inner().to_string();
-        DatasetError {
-            place: json_path(&e.path().to_string()),
-            problem: format!(
-                "{problem}; each item needs `chat_history.messages` (a list of \
-                 {{\"from_creator\": bool, \"content\": string}}) and `output` (a string)"
-            ),
-        }
-    })?;
-    if raw.is_empty() {
+    let mut failure = None;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let syntax = |e: serde_json::Error| DatasetError {
+        place: format!("line {}, column {}", e.line(), e.column()),
+        problem: format!("not valid JSON ({e}); fix the syntax there"),
+    };
+    let parsed = serde::Deserializer::deserialize_seq(
+        &mut deserializer,
+        Conversations {
+            failure: &mut failure,
+        },
+    );
+    if let Some(problem) = failure {
+        return Err(problem);
+    }
+    let conversations = parsed.map_err(syntax)?;
+    deserializer.end().map_err(syntax)?;
+    if conversations.is_empty() {
         return Err(DatasetError {
             place: "top level".into(),
             problem: "the list of conversations is empty; add at least one conversation".into(),
         });
     }
-    raw.into_iter().enumerate().map(|(i, r)| validate(i, r)).collect()
+    Ok(conversations)
+}
+
+/// Visits the top-level list one conversation at a time; a schema problem is kept in `failure`
+/// (with its place) and stops the parse.
+struct Conversations<'a> {
+    failure: &'a mut Option<DatasetError>,
+}
+
+impl<'de> serde::de::Visitor<'de> for Conversations<'_> {
+    type Value = Vec<Conversation>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON list of conversations")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element::<serde_json::Value>()? {
+            let i = out.len();
+            let checked = serde_path_to_error::deserialize::<_, RawConversation>(&value)
+                .map_err(|e| {
+                    let inner = e.path().to_string();
+                    let path = if inner == "." {
+                        format!("[{i}]")
+                    } else {
+                        format!("[{i}].{inner}")
+                    };
+                    DatasetError {
+                        place: json_path(&path),
+                        problem: format!(
+                            "{}; each item needs `chat_history.messages` (a list of \
+                             {{\"from_creator\": bool, \"content\": string}}) and `output` (a string)",
+                            e.inner()
+                        ),
+                    }
+                })
+                .and_then(|raw| validate(i, raw));
+            match checked {
+                Ok(c) => out.push(c),
+                Err(problem) => {
+                    *self.failure = Some(problem);
+                    return Err(serde::de::Error::custom("invalid conversation"));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a JSON value starting with `first` is, for every value but a list.
+fn kind_starting_with(first: char) -> Option<&'static str> {
+    match first {
+        '{' => Some("an object"),
+        '"' => Some("a string"),
+        't' | 'f' => Some("a boolean"),
+        'n' => Some("null"),
+        c if c == '-' || c.is_ascii_digit() => Some("a number"),
+        _ => None,
+    }
 }
 
 fn validate(index: usize, raw: RawConversation) -> Result<Conversation, DatasetError> {
@@ -305,6 +372,14 @@ mod tests {
                 Err("[0].chat_history.messages[0].sent_at"),
             ),
             ("invalid utf-8", b"[\n  \"\xff\"]".to_vec(), Err("line 2, column 4")),
+            (
+                "a later item is wrong",
+                format!(r#"[{0},{0},{{"chat_history":{{"messages":[]}},"output":3}}]"#, &GOOD[1..GOOD.len() - 1])
+                    .into_bytes(),
+                Err("[2].output"),
+            ),
+            ("a list item that is not an object", br#"[1]"#.to_vec(), Err("[0]")),
+            ("garbage after the list", format!("{GOOD} x").into_bytes(), Err("line")),
             ("too long", long.into_bytes(), Err("[0].chat_history.messages[0].content")),
         ];
         for (name, input, expected) in cases {
