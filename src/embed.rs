@@ -65,12 +65,20 @@ pub struct FastEmbedder {
     model: TextEmbedding,
     info: ModelInfo,
     batch_size: usize,
+    load_timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl FastEmbedder {
     /// Loads the model from the installed assets with `threads` intra-op threads.
     pub fn load(assets: &Assets, threads: usize, batch_size: usize) -> Result<Self> {
+        let mut clock = std::time::Instant::now();
+        let mut load_timings = Vec::new();
+        let mut lap = |phase: &'static str| {
+            load_timings.push((phase, clock.elapsed()));
+            clock = std::time::Instant::now();
+        };
         init_onnxruntime(&assets.onnxruntime)?;
+        lap("  onnx runtime library load");
         let dir = &assets.model_dir;
         let onnx = read_asset(&dir.join("model.onnx"))?;
         let tokenizer_files = TokenizerFiles {
@@ -79,11 +87,14 @@ impl FastEmbedder {
             special_tokens_map_file: read_asset(&dir.join("special_tokens_map.json"))?,
             tokenizer_config_file: read_asset(&dir.join("tokenizer_config.json"))?,
         };
+        lap("  model and tokenizer files read");
         let model_sha256 = hex(&Sha256::digest(&onnx));
+        lap("  model sha256");
         let user_model = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
             .with_max_length(MAX_LENGTH)
             .with_intra_threads(threads.max(1));
+
         let model = TextEmbedding::try_new_from_user_defined(user_model, options).with_context(|| {
             format!(
                 "loading the embedding model from `{}`; reinstall it with `{}`",
@@ -91,6 +102,7 @@ impl FastEmbedder {
                 paths::setup_command()
             )
         })?;
+        lap("  onnx session and tokenizer");
         let info = ModelInfo {
             model_id: MODEL_ID.into(),
             dims: DIMS,
@@ -102,7 +114,15 @@ impl FastEmbedder {
             model,
             info,
             batch_size: batch_size.max(1),
+            load_timings,
         })
+    }
+}
+
+impl FastEmbedder {
+    /// Where loading the model spent its time, phase by phase.
+    pub fn load_timings(&self) -> &[(&'static str, std::time::Duration)] {
+        &self.load_timings
     }
 }
 

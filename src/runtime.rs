@@ -146,8 +146,9 @@ impl Persona {
         let mut timings = vec![
             ("artifact read + verify", artifact_time),
             ("embedding model load (in parallel)", model_time),
-            ("artifact and model, wall", started.elapsed()),
         ];
+        timings.extend_from_slice(embedder.load_timings());
+        timings.push(("artifact and model, wall", started.elapsed()));
         let t = Instant::now();
         artifact
             .check_model(embedder.info())
