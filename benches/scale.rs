@@ -26,13 +26,13 @@ use persona::config::{Config, Overrides};
 use persona::embed::{Embedder, FastEmbedder};
 use persona::embed_cache::{key, EmbedCache};
 use persona::flat::Vectors;
-use persona::index::{brute_force, HnswParams, Index};
+use persona::index::{brute_force, Hit, HnswParams, Index};
 use persona::metrics::Rng;
 use persona::paths::{self, Assets};
 use persona::transcript;
 
 const QUERIES: usize = 200;
-const EF_SWEEP: &[usize] = &[16, 32, 64, 128];
+const EF_SWEEP: &[usize] = &[16, 32, 64, 128, 256];
 
 fn gaussian(rng: &mut Rng) -> f32 {
     // Box-Muller from two uniforms in (0, 1].
@@ -128,10 +128,10 @@ fn main() -> Result<()> {
     );
     let sweep: Vec<String> = EF_SWEEP.iter().map(|ef| format!("ef {ef}")).collect();
     println!(
-        "| turns | compile s | of which hnsw build s | compile peak RSS MB | artifact MB | recall@10 {} | query ms (ef 64) | exact ms | cold start ms (median of 3) | of which model / artifact / index / query embed / search | ask peak RSS MB |",
+        "| turns | compile s | of which hnsw build s | compile peak RSS MB | artifact MB | recall@10 {} | similarity lost per hit (ef 64) | query ms (ef 64) | exact ms | cold start ms (median of 3) | of which model / artifact / index / query embed / search | ask peak RSS MB |",
         sweep.join(" / ")
     );
-    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|");
+    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|");
     for &n in &sizes {
         let mut rng = Rng::new(42);
         let mut conversations = Vec::with_capacity(n);
@@ -188,18 +188,18 @@ fn main() -> Result<()> {
         let compiled = artifact::read(&path)?;
         let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| mix(&real.vectors, &mut rng).2).collect();
         let started = Instant::now();
-        let exact: Vec<Vec<usize>> = queries
+        let exact_hits: Vec<Vec<Hit>> = queries
             .iter()
-            .map(|q| {
-                brute_force(&compiled.vectors, q, 10)
-                    .iter()
-                    .map(|h| h.id)
-                    .collect()
-            })
+            .map(|q| brute_force(&compiled.vectors, q, 10))
+            .collect();
+        let exact: Vec<Vec<usize>> = exact_hits
+            .iter()
+            .map(|hits| hits.iter().map(|h| h.id).collect())
             .collect();
         let exact_ms = started.elapsed().as_secs_f64() * 1000.0 / QUERIES as f64;
         let mut recalls = Vec::new();
         let mut query_ms = f64::NAN;
+        let mut gap = f64::NAN;
         for &ef in EF_SWEEP {
             let params = HnswParams {
                 ef_search: ef,
@@ -207,13 +207,21 @@ fn main() -> Result<()> {
             };
             let index = Index::new(compiled.graph.clone(), compiled.vectors.clone(), params)?;
             let started = Instant::now();
-            let approx: Vec<Vec<usize>> = queries
-                .iter()
-                .map(|q| index.search(q, 10).iter().map(|h| h.id).collect())
-                .collect();
+            let approx_hits: Vec<Vec<Hit>> = queries.iter().map(|q| index.search(q, 10)).collect();
             if ef == 64 {
                 query_ms = started.elapsed().as_secs_f64() * 1000.0 / QUERIES as f64;
+                // How much similarity the misses cost: exact minus found, rank by rank.
+                let lost: f64 = exact_hits
+                    .iter()
+                    .zip(&approx_hits)
+                    .flat_map(|(e, a)| e.iter().zip(a).map(|(e, a)| (e.score - a.score) as f64))
+                    .sum();
+                gap = lost / (10 * QUERIES) as f64;
             }
+            let approx: Vec<Vec<usize>> = approx_hits
+                .iter()
+                .map(|hits| hits.iter().map(|h| h.id).collect())
+                .collect();
             let found: usize = exact
                 .iter()
                 .zip(&approx)
@@ -253,7 +261,7 @@ fn main() -> Result<()> {
                 .to_string()
         };
         println!(
-            "| {n} | {compile_s:.1} | {hnsw_s:.1} | {compile_rss:.0} | {mb:.0} | {} | {query_ms:.3} | {exact_ms:.2} | {wall:.0} | {} / {} / {} / {} / {} | {rss:.0} |",
+            "| {n} | {compile_s:.1} | {hnsw_s:.1} | {compile_rss:.0} | {mb:.0} | {} | {gap:.4} | {query_ms:.3} | {exact_ms:.2} | {wall:.0} | {} / {} / {} / {} / {} | {rss:.0} |",
             recalls.join(" / "),
             phase("embedding model load"),
             phase("artifact read"),

@@ -151,7 +151,7 @@ pub fn run(
         &mut |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    cache.flush()?;
+    cache.unload()?;
     drop(texts);
     clock.lap("embed (through the cache)");
 

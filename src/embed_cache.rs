@@ -69,6 +69,14 @@ impl EmbedCache {
         }
     }
 
+    /// Forgets the vectors held in memory after writing the new ones; the file keeps them all.
+    /// For callers done with the cache, so a large one is not held beside what was built from it.
+    pub fn unload(&mut self) -> Result<()> {
+        self.flush()?;
+        self.vectors = HashMap::new();
+        Ok(())
+    }
+
     /// Appends the new vectors to the cache file.
     pub fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() || self.path.as_os_str().is_empty() {
@@ -195,6 +203,17 @@ mod tests {
         assert_eq!(cache.get(&key("a")), Some(&vec![1.0, 0.0]));
         assert_eq!(cache.get(&key("b")), Some(&vec![0.0, 1.0]));
         assert_eq!(cache.get(&key("c")), None);
+    }
+
+    #[test]
+    fn unload_writes_pending_vectors_and_frees_the_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = EmbedCache::open(dir.path(), &model());
+        cache.insert(key("a"), vec![1.0, 0.0]);
+        cache.unload().unwrap();
+        assert_eq!(cache.get(&key("a")), None);
+        let reopened = EmbedCache::open(dir.path(), &model());
+        assert_eq!(reopened.get(&key("a")), Some(&vec![1.0, 0.0]));
     }
 
     #[test]
