@@ -144,8 +144,8 @@ fn main() -> anyhow::Result<()> {
     // first compile filled. Only the new turns should be embedded.
     let grown = dir.path().join("grown.json");
     std::fs::write(&grown, synthetic(turns + turns / 100))?;
-    let mut cache = EmbedCache::open(&cache_dir, embedder.info());
     let started = Instant::now();
+    let mut cache = EmbedCache::open(&cache_dir, embedder.info());
     let again = compile::run(&config, &grown, &out, &mut embedder, &mut cache)?;
     let incremental = started.elapsed().as_secs_f64();
     let embed_phase = |s: &compile::Summary| {

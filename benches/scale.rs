@@ -2,7 +2,8 @@
 //! recall@10 against exact search and query latency, all in one run.
 //!
 //! `cargo bench --bench scale` (sizes from `PERSONA_BENCH_SIZES`, default `1000,10000,100000`;
-//! add `1000000` for the million, about 25 minutes here).
+//! add `1000000` for the million, about 25 minutes here). `PERSONA_BENCH_CONFIG=FILE` compiles
+//! and answers with another configuration, e.g. `[index] m = 32` to compare HNSW parameters.
 //!
 //! Embedding a million texts takes over an hour on this machine class, so the vectors are
 //! synthetic and everything else is real: each synthetic conversation is a fan message made of
@@ -62,7 +63,10 @@ fn timed(args: &[&str], cache_dir: &Path, root: &Path) -> Result<(Output, f64, f
         .args(args)
         .env("PERSONA_TIMINGS", "1")
         .env("PERSONA_CACHE_DIR", cache_dir)
-        .env("PERSONA_CONFIG", root.join("persona.toml"))
+        .env(
+            "PERSONA_CONFIG",
+            std::env::var_os("PERSONA_BENCH_CONFIG").unwrap_or_else(|| root.join("persona.toml").into()),
+        )
         .output()
         .context("running /usr/bin/time (Debian package `time`)")?;
     let wall = started.elapsed().as_secs_f64();

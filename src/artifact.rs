@@ -272,8 +272,10 @@ pub fn read(path: &Path) -> Result<Artifact> {
         )
     })?;
     // SAFETY: the map is read-only, and persona never writes an artifact in place: `write`
-    // renames a new file over the old one, which leaves this mapping's file untouched. Another
-    // program truncating the file while it is open is outside what a reader can defend against.
+    // renames a new file over the old one, which leaves this mapping's file untouched. Copying
+    // over a mapped file (`cp new.bin live.bin`) would change it under its reader; the README
+    // says to replace artifacts with a rename, and every read of the mapped arrays is
+    // bounds-checked, so such a change can give wrong answers, or SIGBUS if the file shrinks.
     let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping the artifact `{name}`"))?;
     decode(Arc::new(map), &name)
 }
@@ -382,6 +384,13 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
         })
     }
     let inconsistent = |what: String| anyhow::anyhow!("`{name}` is inconsistent: {what}; {rebuild}");
+    manifest.hnsw.check().map_err(inconsistent)?;
+    if !(1..=32).contains(&settings.retrieval.k) {
+        return Err(inconsistent(format!(
+            "`retrieval.k` is {}, outside 1 to 32",
+            settings.retrieval.k
+        )));
+    }
 
     let conversations = ConversationTable::from_parts(
         view(
@@ -394,6 +403,16 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
         view(&map, find(TAG_CONVERSATIONS), "conversations", name, rebuild)?,
     )
     .map_err(|e| inconsistent(e.to_string()))?;
+    if let Some(&bad) = manifest
+        .heldout
+        .conversations
+        .iter()
+        .find(|&&c| c >= conversations.len())
+    {
+        return Err(inconsistent(format!(
+            "held-out conversation {bad} does not exist"
+        )));
+    }
     let pairs: Flat<u32> = view(&map, find(TAG_EXAMPLES), "examples", name, rebuild)?;
     if !pairs.len().is_multiple_of(2) {
         return Err(inconsistent("the examples section holds half an example".into()));
@@ -688,6 +707,27 @@ mod tests {
             read_bytes(&newer_compatible).is_ok(),
             "a newer but compatible format is read"
         );
+    }
+
+    #[test]
+    fn settings_a_reader_cannot_use_are_refused() {
+        let mut huge_ef = sample();
+        huge_ef.manifest.hnsw.ef_search = 1 << 40;
+        let mut no_k = sample();
+        no_k.settings.retrieval.k = 0;
+        let mut ghost = sample();
+        ghost.manifest.heldout.conversations = vec![usize::MAX];
+        for (name, artifact, expected) in [
+            ("ef_search", huge_ef, "index.ef_search"),
+            ("k", no_k, "retrieval.k"),
+            ("held-out", ghost, "held-out conversation"),
+        ] {
+            let err = read_bytes(&bytes_of(&artifact)).unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("persona compile"),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

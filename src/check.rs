@@ -89,7 +89,7 @@ fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedde
     let mut embedder = FastEmbedder::load(&Assets::locate(), config.embedding.effective_threads(), 32)
         .context("the semantic stage needs the embedding model; install it or pass --lexical-only")?;
     match examples {
-        Some(e) => filter = filter.with_examples(e),
+        Some(e) => filter = filter.with_examples(e)?,
         None => filter.embed_examples(&mut embedder)?,
     }
     Ok((filter, Some(embedder)))

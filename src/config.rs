@@ -309,12 +309,7 @@ impl Config {
         if self.embedding.batch_size == 0 {
             bail!("`embedding.batch_size` must be at least 1 ({place})");
         }
-        if self.index.m == 0 || self.index.m > 255 {
-            bail!(
-                "`index.m` must be between 1 and 255, got {} ({place})",
-                self.index.m
-            );
-        }
+        self.index.check().map_err(|e| anyhow::anyhow!("{e} ({place})"))?;
         self.signature
             .validate()
             .map_err(|e| anyhow::anyhow!("{e} ({place})"))?;

@@ -62,11 +62,27 @@ impl ConversationTable {
 
     /// Conversation `i`, decoded.
     pub fn get(&self, i: usize) -> Result<Conversation> {
-        let (Some(&start), Some(&end)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
-            bail!("there is no conversation {i} (the artifact has {})", self.len());
+        let rebuild = "rebuild the artifact with `persona compile`";
+        let range = i
+            .checked_add(1)
+            .and_then(|next| Some((*self.offsets.get(i)?, *self.offsets.get(next)?)));
+        let Some((start, end)) = range else {
+            bail!(
+                "the artifact has no conversation {i} (it has {}); {rebuild}",
+                self.len()
+            );
         };
-        let body = &self.bodies[start as usize..end as usize];
-        serde_json::from_slice(body).with_context(|| format!("decoding conversation {i} of the artifact"))
+        // `from_parts` checked the offsets, but a file overwritten in place under its reader
+        // could still change them: never slice unchecked.
+        let body = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(s, e)| self.bodies.get(s..e))
+            .with_context(|| {
+                format!("conversation {i} lies outside the artifact's conversations; {rebuild}")
+            })?;
+        serde_json::from_slice(body)
+            .with_context(|| format!("decoding conversation {i} of the artifact; {rebuild}"))
     }
 
     /// Every conversation in order, decoded.
@@ -121,6 +137,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no conversation 2"));
+        assert!(table.get(usize::MAX).is_err());
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //!
 //! Owns the schema of `conversations.json` (the DSPy trainset shape plus optional `sent_at`, `fan`
 //! and `id`), every check on it, the expansion of each creator turn into an [`Example`], duplicate
-//! removal and the deterministic hold-out split. It does not read files: callers hand it bytes
-//! (compile hands it a memory map of the file).
+//! removal and the deterministic hold-out split. It does not read files: callers hand it bytes.
 
 use std::collections::HashSet;
 

@@ -158,7 +158,8 @@ fn load(path: &Path, dims: usize) -> Option<HashMap<TextKey, Vec<f32>>> {
     if &head[..8] != MAGIC || u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize != dims {
         return None;
     }
-    let mut map = HashMap::with_capacity(records as usize);
+    // A sparse or damaged file may claim more records than it holds: reserve at most 4M up front.
+    let mut map = HashMap::with_capacity(records.min(1 << 22) as usize);
     let mut record = vec![0u8; 32 + 4 * dims];
     // A torn last record fails read_exact and is dropped.
     while input.read_exact(&mut record).is_ok() {

@@ -315,10 +315,24 @@ impl Filter {
         Ok(())
     }
 
-    /// Uses example vectors computed earlier (from the artifact).
-    pub fn with_examples(mut self, examples: ExampleVectors) -> Self {
+    /// Uses example vectors computed earlier (from the artifact); refuses vectors that name a
+    /// category or example this filter does not have.
+    pub fn with_examples(mut self, examples: ExampleVectors) -> Result<Self> {
+        for (cat, ex, _) in &examples.vectors {
+            let known = self
+                .settings
+                .categories
+                .get(*cat)
+                .is_some_and(|c| *ex < c.examples.len());
+            if !known {
+                bail!(
+                    "the compiled filter has a vector for example {ex} of category {cat}, which the filter's \
+                     configuration does not have; rebuild the artifact with `persona compile`"
+                );
+            }
+        }
         self.examples = examples;
-        self
+        Ok(self)
     }
 
     /// The example vectors, for the artifact.
@@ -553,6 +567,25 @@ mod tests {
             .categories
             .iter()
             .all(|c| !c.block.is_empty() && !c.examples.is_empty()));
+    }
+
+    #[test]
+    fn compiled_vectors_for_unknown_examples_are_refused() {
+        let known = ExampleVectors {
+            vectors: vec![(0, 0, vec![1.0, 0.0])],
+        };
+        assert!(filter().with_examples(known).is_ok());
+        for (cat, ex) in [(99, 0), (0, 100_000)] {
+            let bad = ExampleVectors {
+                vectors: vec![(cat, ex, vec![1.0, 0.0])],
+            };
+            let err = filter()
+                .with_examples(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("persona compile"), "({cat}, {ex}): {err}");
+        }
     }
 
     #[test]

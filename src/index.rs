@@ -39,6 +39,29 @@ impl Default for HnswParams {
     }
 }
 
+/// The largest `ef_construction` and `ef_search` accepted.
+pub const MAX_EF: usize = 4096;
+
+impl HnswParams {
+    /// Checks every parameter is in range; the message names the setting and its range.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.m == 0 || self.m > 255 {
+            return Err(format!("`index.m` must be between 1 and 255, got {}", self.m));
+        }
+        for (name, value) in [
+            ("ef_construction", self.ef_construction),
+            ("ef_search", self.ef_search),
+        ] {
+            if value == 0 || value > MAX_EF {
+                return Err(format!(
+                    "`index.{name}` must be between 1 and {MAX_EF}, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 const MAX_LAYER: usize = 16;
 const NONE: u32 = u32::MAX;
 
@@ -119,14 +142,12 @@ pub fn build(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
     if vectors.is_empty() {
         bail!("there are no examples to index; the dataset needs creator replies outside the held-out set");
     }
-    if params.m == 0 || params.m > 255 {
-        bail!("`index.m` must be between 1 and 255, got {}", params.m);
-    }
+    params.check().map_err(anyhow::Error::msg)?;
     let n = vectors.len();
     if n >= NONE as usize {
         bail!("{n} examples are more than one index can hold ({})", NONE - 1);
     }
-    let hnsw = Hnsw::<f32, DistDot>::new(params.m, n, MAX_LAYER, params.ef_construction.max(1), DistDot {});
+    let hnsw = Hnsw::<f32, DistDot>::new(params.m, n, MAX_LAYER, params.ef_construction, DistDot {});
     let data: Vec<(&[f32], usize)> = vectors.iter().enumerate().map(|(i, v)| (v, i)).collect();
     hnsw.parallel_insert_slice(&data);
     drop(data);
@@ -250,7 +271,7 @@ impl Index {
         }
         // Beam search on layer 0 with `ef` candidates.
         let ef = self.params.ef_search.max(k);
-        let mut visited = HashSet::with_capacity(ef * 8);
+        let mut visited = HashSet::with_capacity((ef * 8).min(self.vectors.len()));
         visited.insert(at);
         let mut frontier = BinaryHeap::from([Scored(best, at)]);
         let mut kept = BinaryHeap::from([Reverse(Scored(best, at))]);
@@ -307,8 +328,12 @@ pub fn brute_force(vectors: &Vectors, query: &[f32], k: usize) -> Vec<Hit> {
             score: dot(v, query),
         })
         .collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-    hits.truncate(k);
+    let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id));
+    if k < hits.len() {
+        hits.select_nth_unstable_by(k, order);
+        hits.truncate(k);
+    }
+    hits.sort_by(order);
     hits
 }
 
@@ -389,6 +414,35 @@ mod tests {
         let index = Index::new(graph, vs.clone(), HnswParams::default()).unwrap();
         for q in vs.iter().step_by(11) {
             assert!(index.search(q, 5).iter().all(|h| h.id < 300));
+        }
+    }
+
+    #[test]
+    fn parameters_out_of_range_are_refused_by_name() {
+        let ok = HnswParams::default();
+        assert!(ok.check().is_ok());
+        for (name, params, expected) in [
+            ("m 0", HnswParams { m: 0, ..ok }, "index.m"),
+            ("m 256", HnswParams { m: 256, ..ok }, "index.m"),
+            (
+                "ef_construction 0",
+                HnswParams {
+                    ef_construction: 0,
+                    ..ok
+                },
+                "index.ef_construction",
+            ),
+            (
+                "huge ef_search",
+                HnswParams {
+                    ef_search: 1 << 40,
+                    ..ok
+                },
+                "index.ef_search",
+            ),
+        ] {
+            let err = params.check().unwrap_err();
+            assert!(err.contains(expected), "{name}: {err}");
         }
     }
 

@@ -167,7 +167,8 @@ impl Persona {
         })?;
         let filter = Filter::new(artifact.settings.filter.clone())
             .with_context(|| format!("loading the filter of `{}`", path.display()))?
-            .with_examples(artifact.filter.examples.clone());
+            .with_examples(artifact.filter.examples.clone())
+            .with_context(|| format!("loading the filter of `{}`", path.display()))?;
         // Artifacts from before the profile was compiled in get it built here.
         let profile = match &artifact.style {
             Some(p) => p.clone(),
