@@ -158,7 +158,7 @@ pub struct Artifact {
     /// The compiled filter.
     pub filter: CompiledFilter,
     /// The creator's style profile (built at compile time).
-    pub style: Option<StyleProfile>,
+    pub style: StyleProfile,
 }
 
 impl Artifact {
@@ -189,11 +189,7 @@ impl Artifact {
         let manifest = json("manifest", &self.manifest)?;
         let settings = json("settings", &self.settings)?;
         let filter = json("compiled filter", &self.filter)?;
-        let style = self
-            .style
-            .as_ref()
-            .map(|s| json("style profile", s))
-            .transpose()?;
+        let style = json("style profile", &self.style)?;
         let examples: Vec<u32> = self
             .examples
             .iter()
@@ -212,9 +208,7 @@ impl Artifact {
             (TAG_GRAPH_LINKS, self.graph.links.as_bytes()),
             (TAG_FILTER, &filter),
         ];
-        if let Some(style) = &style {
-            sections.push((TAG_STYLE, style));
-        }
+        sections.push((TAG_STYLE, &style));
         write_sections(out, &sections)
     }
 }
@@ -367,10 +361,7 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
         Some(body) => parse(body, "filter", name, rebuild)?,
         None => CompiledFilter::default(),
     };
-    let style: Option<StyleProfile> = match json_of(TAG_STYLE) {
-        Some(body) => Some(parse(body, "style profile", name, rebuild)?),
-        None => None,
-    };
+    let style: StyleProfile = parse(required(TAG_STYLE)?, "style profile", name, rebuild)?;
     fn view<T: bytemuck::Pod>(
         map: &Arc<Mmap>,
         e: Option<&Entry>,
@@ -619,7 +610,7 @@ mod tests {
                 examples: ExampleVectors::default(),
                 deflections: vec![1],
             },
-            style: Some(StyleProfile::build(&["hey you", "tea time"], &["hi"])),
+            style: StyleProfile::build(&["hey you", "tea time"], &["hi"]),
         }
     }
 

@@ -19,6 +19,7 @@ use crate::embed::{hex, Embedder};
 use crate::embed_cache::{embed_with_cache, EmbedCache};
 use crate::filter::Filter;
 use crate::index;
+use crate::style::StyleProfile;
 use crate::transcript;
 
 /// What a compile did, as printed by `--json`.
@@ -180,7 +181,7 @@ pub fn run(
     };
     filter.embed_examples(embedder)?;
     let deflections = deflections(&filter, &conversations, &examples);
-    let style = crate::runtime::style_profile(&conversations, &examples, &heldout);
+    let style = style_profile(&conversations, &examples, &heldout);
     let compiled = Artifact {
         manifest,
         settings: Settings {
@@ -197,7 +198,7 @@ pub fn run(
             examples: filter.examples().clone(),
             deflections,
         },
-        style: Some(style),
+        style,
     };
     drop(conversations);
     clock.lap("filter examples, deflections, style profile");
@@ -240,6 +241,35 @@ fn deflections(
         })
         .map(|(i, _)| i as u32)
         .collect()
+}
+
+/// The creator's style profile: the indexed replies, contrasted with the fans' messages in the
+/// conversations the index was built from (held-out ones excluded).
+fn style_profile(
+    conversations: &[dataset::Conversation],
+    examples: &[dataset::Example],
+    heldout: &[usize],
+) -> StyleProfile {
+    let replies: Vec<&str> = examples
+        .iter()
+        .filter_map(|e| {
+            let c = conversations.get(e.conversation as usize)?;
+            Some(c.messages.get(e.turn as usize)?.content.as_str())
+        })
+        .collect();
+    let heldout: std::collections::HashSet<usize> = heldout.iter().copied().collect();
+    let fans: Vec<&str> = conversations
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !heldout.contains(i))
+        .flat_map(|(_, c)| {
+            c.messages
+                .iter()
+                .filter(|m| !m.from_creator)
+                .map(|m| m.content.as_str())
+        })
+        .collect();
+    StyleProfile::build(&replies, &fans)
 }
 
 fn check_output_dir(output: &Path) -> Result<()> {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::artifact::{self, Artifact};
 use crate::context::{self, Facts};
-use crate::dataset::{Conversation, Example, FanProfile, Message, MAX_MESSAGE_CHARS};
+use crate::dataset::{Conversation, FanProfile, Message, MAX_MESSAGE_CHARS};
 use crate::embed::{dot, Embedder, FastEmbedder};
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
@@ -169,15 +169,7 @@ impl Persona {
             .with_context(|| format!("loading the filter of `{}`", path.display()))?
             .with_examples(artifact.filter.examples.clone())
             .with_context(|| format!("loading the filter of `{}`", path.display()))?;
-        // Artifacts from before the profile was compiled in get it built here.
-        let profile = match &artifact.style {
-            Some(p) => p.clone(),
-            None => style_profile(
-                &artifact.conversations.decode_all()?,
-                &artifact.examples,
-                &artifact.manifest.heldout.conversations,
-            ),
-        };
+        let profile = artifact.style.clone();
         timings.push(("filter + style profile", t.elapsed()));
         Ok(Persona {
             artifact,
@@ -484,35 +476,6 @@ impl Persona {
         out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
         out
     }
-}
-
-/// The creator's style profile: the indexed replies, contrasted with the fans' messages in the
-/// conversations the index was built from (held-out ones excluded).
-pub fn style_profile(
-    conversations: &[Conversation],
-    examples: &[Example],
-    heldout: &[usize],
-) -> StyleProfile {
-    let replies: Vec<&str> = examples
-        .iter()
-        .filter_map(|e| {
-            let c = conversations.get(e.conversation as usize)?;
-            Some(c.messages.get(e.turn as usize)?.content.as_str())
-        })
-        .collect();
-    let heldout: std::collections::HashSet<usize> = heldout.iter().copied().collect();
-    let fans: Vec<&str> = conversations
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !heldout.contains(i))
-        .flat_map(|(_, c)| {
-            c.messages
-                .iter()
-                .filter(|m| !m.from_creator)
-                .map(|m| m.content.as_str())
-        })
-        .collect();
-    StyleProfile::build(&replies, &fans)
 }
 
 /// A best-of-N candidate, as reported by `ask --json`.
