@@ -11,13 +11,13 @@
 
 use std::time::Instant;
 
-use persona::compile;
+use persona::commands::compile;
 use persona::config::{Config, Overrides};
-use persona::dataset;
+use persona::conversation::dataset;
+use persona::conversation::transcript;
+use persona::embed::cache::EmbedCache;
 use persona::embed::{Embedder, FastEmbedder};
-use persona::embed_cache::EmbedCache;
 use persona::paths::Assets;
-use persona::transcript;
 
 const OPENERS: &[&str] = &[
     "hey",

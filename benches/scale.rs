@@ -22,15 +22,15 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use persona::artifact;
-use persona::compile;
+use persona::artifact::flat::Vectors;
+use persona::commands::compile;
 use persona::config::{Config, Overrides};
+use persona::conversation::transcript;
+use persona::embed::cache::{key, EmbedCache};
 use persona::embed::{Embedder, FastEmbedder};
-use persona::embed_cache::{key, EmbedCache};
-use persona::flat::Vectors;
+use persona::eval::metrics::Rng;
 use persona::index::{brute_force, Hit, HnswParams, Index};
-use persona::metrics::Rng;
 use persona::paths::{self, Assets};
-use persona::transcript;
 
 const QUERIES: usize = 200;
 const EF_SWEEP: &[usize] = &[16, 32, 64, 128, 256];
@@ -145,7 +145,7 @@ fn main() -> Result<()> {
             // The conversation number keeps every fan message distinct, so none is dropped as a
             // duplicate.
             let fan = format!("{} {} ({i})", sources[a].0, sources[b].0);
-            let history = [persona::dataset::Message {
+            let history = [persona::conversation::Message {
                 from_creator: false,
                 content: fan.clone(),
                 sent_at: None,

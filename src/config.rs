@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::answer::signature::Signature;
 use crate::filter::{FilterFile, FilterSettings};
 use crate::index::HnswParams;
 use crate::llm::{self, LlmSettings, PRESETS};
-use crate::signature::Signature;
 
 /// The file looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "persona.toml";

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::dataset::{FanProfile, Message};
+use crate::conversation::{FanProfile, Message};
 
 const SCHEMA_VERSION: i32 = 1;
 

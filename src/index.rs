@@ -15,8 +15,8 @@ use anyhow::{bail, Result};
 use hnsw_rs::prelude::{DistDot, Hnsw};
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::flat::{Flat, Vectors};
 use crate::embed::dot;
-use crate::flat::{Flat, Vectors};
 
 /// HNSW parameters, recorded in the artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,39 +1,31 @@
 //! persona: compile a creator's chat history into a KNN few-shot artifact and answer fans in the
 //! creator's voice from it.
 //!
-//! The binary in `main.rs` is a thin shell over [`run::run`]; each pipeline (`compile`, ...) is a
-//! short orchestration of the stage modules below.
+//! The layers, from the outside in:
+//! - [`commands`]: one module per subcommand, a short orchestration each; `main.rs` only parses
+//!   the command line and prints one error.
+//! - [`serve`]: the HTTP service over the same answer pipeline.
+//! - [`answer`]: the answer pipeline: context, retrieval, signature, prompt, generate-check-retry
+//!   and best-of-N, behind one [`answer::Responder`].
+//! - [`filter`]: the topic filter and its figures on labelled sets.
+//! - [`eval`]: voice-fidelity metrics, the style profile and the report.
+//! - [`artifact`] and [`index`]: the compiled file and the HNSW index inside it.
+//! - [`conversation`]: messages, the training-data format and transcripts.
+//! - Backends: [`embed`] (sentence embeddings and their cache), [`llm`] (the chat model client),
+//!   [`history`] (the fan history store).
+//! - [`config`], [`cli`] and [`paths`]: settings, the command-line types and locations.
 
+pub mod answer;
 pub mod artifact;
-pub mod ask;
-pub mod check;
 pub mod cli;
-pub mod compile;
+pub mod commands;
 pub mod config;
-pub mod context;
-pub mod conversation_table;
-pub mod dataset;
-pub mod doctor;
+pub mod conversation;
 pub mod embed;
-pub mod embed_cache;
 pub mod eval;
 pub mod filter;
-pub mod filter_eval;
-pub mod flat;
 pub mod history;
 pub mod index;
-pub mod inspect;
 pub mod llm;
-pub mod metrics;
-pub mod normalize;
 pub mod paths;
-pub mod prompt;
-pub mod refine;
-pub mod report;
-pub mod retrieve;
-pub mod run;
-pub mod runtime;
 pub mod serve;
-pub mod signature;
-pub mod style;
-pub mod transcript;

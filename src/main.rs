@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = persona::cli::Cli::parse();
-    match persona::run::run(cli) {
+    match persona::commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {

@@ -4,10 +4,10 @@
 mod common;
 
 use common::{persona, shared_artifact};
+use persona::conversation::transcript;
 use persona::embed::{Embedder, FastEmbedder};
 use persona::index::{brute_force, Index};
 use persona::paths::Assets;
-use persona::transcript;
 
 #[test]
 fn hnsw_matches_exact_search_on_real_embeddings() {

@@ -23,6 +23,9 @@
 //! the same directory and renames, so a mapped artifact is never rewritten under its reader, and
 //! it verifies magic, versions and every section's checksum before anything is used.
 
+pub mod conversation_table;
+pub mod flat;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -33,15 +36,15 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::answer::signature::Signature;
+use crate::artifact::conversation_table::ConversationTable;
+use crate::artifact::flat::{Flat, Vectors};
 use crate::config::{Creator, Retrieval};
-use crate::conversation_table::ConversationTable;
-use crate::dataset::Example;
+use crate::conversation::Example;
 use crate::embed::ModelInfo;
+use crate::eval::style::StyleProfile;
 use crate::filter::{ExampleVectors, FilterSettings};
-use crate::flat::{Flat, Vectors};
 use crate::index::{Graph, HnswParams};
-use crate::signature::Signature;
-use crate::style::StyleProfile;
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -540,7 +543,7 @@ fn short(hash: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::{Conversation, Message};
+    use crate::conversation::{Conversation, Message};
     use crate::index;
 
     pub(crate) fn sample() -> Artifact {

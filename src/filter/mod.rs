@@ -8,6 +8,9 @@
 //! phrases with the embedding model. Normalization lives in `normalize`; what `ask` does with a
 //! verdict lives in `runtime`.
 
+pub mod figures;
+pub mod normalize;
+
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -16,10 +19,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{dot, Embedder};
-use crate::normalize::{digits_from_words, fold, normalize};
+use crate::filter::normalize::{digits_from_words, fold, normalize};
 
 /// The default categories, shipped with persona.
-pub const DEFAULTS_TOML: &str = include_str!("filter_defaults.toml");
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
 
 /// The semantic threshold when none is configured: calibrated on `eval/filter_labelled.jsonl`
 /// with `persona check --calibrate` (see the README).

@@ -11,15 +11,15 @@ use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde_json::json;
 
+use crate::answer::prompt;
+use crate::answer::{self, DemoMode, Generated, Persona, Prepared, Turn};
 use crate::cli::AskArgs;
 use crate::config::Config;
-use crate::dataset::{FanProfile, Message};
+use crate::conversation::{FanProfile, Message};
 use crate::filter::Verdict;
 use crate::history::{self, HistoryStore};
 use crate::llm::LlmClient;
 use crate::paths::Assets;
-use crate::prompt;
-use crate::runtime::{self, DemoMode, Generated, Persona, Prepared, Turn};
 
 /// Where the conversation lives during a session.
 struct Session {
@@ -69,9 +69,9 @@ impl Session {
 pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     let process_started = std::time::Instant::now();
     if let Some(message) = &args.message {
-        runtime::check_message(message)?;
+        answer::check_message(message)?;
     }
-    let fixed_now = args.now.as_deref().map(runtime::parse_now).transpose()?;
+    let fixed_now = args.now.as_deref().map(answer::parse_now).transpose()?;
     anyhow::ensure!(
         (1..=8).contains(&args.candidates),
         "--candidates must be between 1 and 8, got {}",
@@ -201,7 +201,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
             _ => {}
         }
         let _ = editor.add_history_entry(text);
-        if let Err(e) = runtime::check_message(text) {
+        if let Err(e) = answer::check_message(text) {
             eprintln!("error: {e:#}");
             continue;
         }

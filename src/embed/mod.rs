@@ -4,6 +4,8 @@
 //! clear error (and the command that fixes it) when they are missing, and turning texts into
 //! L2-normalized vectors. It does not cache: see `embed_cache`.
 
+pub mod cache;
+
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};

@@ -15,8 +15,8 @@ use crate::artifact;
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::embed::{Embedder, FastEmbedder};
+use crate::filter::figures::{self, Labelled};
 use crate::filter::{Filter, Verdict};
-use crate::filter_eval::{self, Labelled};
 use crate::paths::Assets;
 
 /// Runs `persona check`.
@@ -133,13 +133,13 @@ fn labelled(
             semantic.push(filter.semantic_score(&item.text, e)?);
         }
     }
-    let report = filter_eval::score(&labels, &predictions);
+    let report = figures::score(&labels, &predictions);
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
     } else {
         writeln!(out, "{} labelled texts from `{}`\n", items.len(), path.display())?;
-        write!(out, "{}", filter_eval::to_markdown(&report))?;
+        write!(out, "{}", figures::to_markdown(&report))?;
     }
     if args.show_errors {
         writeln!(out, "\nerrors:")?;
@@ -150,7 +150,7 @@ fn labelled(
         }
     }
     if args.calibrate {
-        let rows = filter_eval::sweep(&labels, &lexical, &semantic);
+        let rows = figures::sweep(&labels, &lexical, &semantic);
         writeln!(
             out,
             "\n| threshold | min recall | false positive rate |\n|---:|---:|---:|"
@@ -162,7 +162,7 @@ fn labelled(
                 r.threshold, r.min_recall, r.false_positive_rate
             )?;
         }
-        match filter_eval::best_threshold(&rows, 0.02) {
+        match figures::best_threshold(&rows, 0.02) {
             Some(r) => writeln!(
                 out,
                 "\nlowest threshold with at most 2% false positives: {:.2} (min recall {:.3}, false positives {:.3})",

@@ -7,8 +7,8 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::dataset::Conversation;
-use crate::flat::Flat;
+use crate::artifact::flat::Flat;
+use crate::conversation::Conversation;
 
 /// Conversations, each decoded on demand.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,7 +99,7 @@ impl ConversationTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::Message;
+    use crate::conversation::Message;
 
     fn conversation(id: &str, texts: &[&str]) -> Conversation {
         Conversation {

@@ -4,7 +4,7 @@
 //! compile time for every example and at answer time for the incoming chat, so the two can never
 //! drift apart. The prompt's chat-history field uses the same speaker tags. No I/O here.
 
-use crate::dataset::Message;
+use crate::conversation::Message;
 
 /// Tag for the creator's lines, as in the original prototype.
 pub const CREATOR_TAG: &str = "YOU";

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::artifact::flat::{Flat, Vectors};
 use crate::embed::{Embedder, ModelInfo};
-use crate::flat::{Flat, Vectors};
 
 const MAGIC: &[u8; 8] = b"PRSNEMB1";
 

@@ -3,19 +3,27 @@
 //! Owns what goes to stdout (answers and `--json`) versus stderr (everything else) and the exit
 //! code of each command. The pipelines themselves live in their own modules.
 
+pub mod ask;
+pub mod check;
+pub mod compile;
+pub mod doctor;
+pub mod eval;
+pub mod inspect;
+
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, EvalArgs, InspectArgs, LlmArgs, ServeArgs,
+    AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, InspectArgs, LlmArgs, ServeArgs,
 };
 use crate::config::{Config, Overrides};
+use crate::embed::cache::EmbedCache;
 use crate::embed::{Embedder, FastEmbedder};
-use crate::embed_cache::EmbedCache;
 use crate::paths::{self, Assets};
-use crate::{artifact, ask, check, compile, doctor, eval, inspect, report, serve};
+
+use crate::{artifact, serve};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -28,7 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => run_inspect(args),
         Command::Ask(args) => run_ask(base, args),
         Command::Check(args) => run_check(base, args),
-        Command::Eval(args) => run_eval(base, args),
+        Command::Eval(args) => eval::run(base, args),
         Command::Serve(args) => run_serve(base, args),
         Command::Doctor(args) => run_doctor(base, args),
     }
@@ -77,57 +85,6 @@ fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_eval(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
-    let mut overrides = llm_overrides(base, &args.llm);
-    overrides.temperature = Some(args.llm.temperature.unwrap_or(0.0));
-    overrides.seed = Some(args.llm.seed.unwrap_or(7));
-    let config = Config::resolve(&overrides)?;
-    let systems = args
-        .systems
-        .iter()
-        .map(|s| eval::System::parse(s.trim()))
-        .collect::<Result<Vec<_>>>()?;
-    let contrast = args.contrast.clone().unwrap_or_else(|| {
-        let local = std::path::PathBuf::from("eval/contrast.jsonl");
-        if local.exists() {
-            local
-        } else {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("eval")
-                .join("contrast.jsonl")
-        }
-    });
-    let options = eval::Options {
-        artifact: args.artifact.clone(),
-        heldout: args.heldout.clone(),
-        responses: args.responses.clone(),
-        limit: args.limit,
-        systems,
-        contrast,
-        min_validity: args.min_validity,
-        seed: config.llm.seed.unwrap_or(7),
-    };
-    let report = eval::run(&config, &options)?;
-    if let Some(dir) = &args.report {
-        report::write_dir(&report, dir)?;
-    }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", report::markdown(&report))?;
-    }
-    let failures = eval::gate_failures(&report, args.gate);
-    if failures.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    for f in &failures {
-        eprintln!("eval gate: {f}");
-    }
-    Ok(ExitCode::from(1))
-}
-
 fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
     let config = Config::resolve(&llm_overrides(base, &args.llm))?;
     let addr: std::net::SocketAddr = args
@@ -141,7 +98,7 @@ fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
         None => None,
     };
     anyhow::ensure!(args.rate_per_minute > 0, "--rate-per-minute must be at least 1");
-    let persona = crate::runtime::Persona::load(
+    let persona = crate::answer::Persona::load(
         &args.artifact,
         &crate::paths::Assets::locate(),
         config.embedding.effective_threads(),

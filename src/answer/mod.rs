@@ -7,6 +7,12 @@
 //! is embedded. Shared by `ask`, `serve` and `eval`; every method takes `&self`, so one loaded
 //! persona can serve concurrent requests.
 
+pub mod context;
+pub mod prompt;
+pub mod refine;
+pub mod retrieve;
+pub mod signature;
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,20 +22,19 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::answer::signature::{CHAT_HISTORY, CONTEXT, FAN_PROFILE};
 use crate::artifact::{self, Artifact};
-use crate::context::{self, Facts};
-use crate::dataset::{Conversation, FanProfile, Message, MAX_MESSAGE_CHARS};
+use crate::conversation::transcript;
+use crate::conversation::{Conversation, FanProfile, Message, MAX_MESSAGE_CHARS};
 use crate::embed::{dot, Embedder, FastEmbedder};
+use crate::eval::style::StyleProfile;
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
 use crate::llm::{ChatMessage, ChatModel, LlmClient};
 use crate::paths::Assets;
-use crate::prompt::{self, Demo, Inputs};
-use crate::refine::{self, FilterReport, Refine};
-use crate::retrieve;
-use crate::signature::{CHAT_HISTORY, CONTEXT, FAN_PROFILE};
-use crate::style::StyleProfile;
-use crate::transcript;
+use context::Facts;
+use prompt::{Demo, Inputs};
+use refine::{FilterReport, Refine};
 
 /// Messages of the current conversation shown in the prompt.
 pub const PROMPT_HISTORY_MESSAGES: usize = 12;
@@ -264,7 +269,7 @@ impl Persona {
             DemoMode::Nearest => self.index.search(&query, turn.k * retrieve::OVERFETCH),
             DemoMode::None => Vec::new(),
             DemoMode::Random(seed) => {
-                let mut rng = crate::metrics::Rng::new(seed);
+                let mut rng = crate::eval::metrics::Rng::new(seed);
                 let n = self.artifact.examples.len();
                 let mut ids: Vec<usize> = Vec::new();
                 while ids.len() < turn.k.min(n) {

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::answer::signature::Signature;
 use crate::llm::ChatMessage;
-use crate::signature::Signature;
 
 /// What DSPy writes for an input a demo does not have.
 pub const NOT_SUPPLIED: &str = "Not supplied for this particular example.";

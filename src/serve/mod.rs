@@ -4,7 +4,7 @@
 //! `GET /v1/fans/{id}/messages`, `GET /healthz`), authentication, limits (body size, per-fan rate,
 //! a bounded queue towards the LLM), the mapping of failures to status codes with JSON error bodies
 //! that name the problem without internals, and graceful shutdown. The answer pipeline is the
-//! same `runtime::Persona` that `ask` uses; fan histories live in the SQLite `history` store.
+//! same `answer::Persona` that `ask` uses; fan histories live in the SQLite `history` store.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,10 +23,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::dataset::{FanProfile, Message};
+use crate::answer::{self, DemoMode, Generated, Persona, Turn};
+use crate::conversation::{FanProfile, Message};
 use crate::history::{self, HistoryStore};
 use crate::llm::{LlmClient, LlmError};
-use crate::runtime::{self, DemoMode, Generated, Persona, Turn};
 
 /// Service limits and settings.
 #[derive(Debug, Clone)]
@@ -223,8 +223,8 @@ fn rate_limit(state: &AppState, fan: &str) -> Result<(), ApiError> {
 }
 
 fn check_message(text: &str) -> Result<(), ApiError> {
-    runtime::check_message(text).map_err(|e| {
-        if text.chars().count() > crate::dataset::MAX_MESSAGE_CHARS {
+    answer::check_message(text).map_err(|e| {
+        if text.chars().count() > crate::conversation::MAX_MESSAGE_CHARS {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", e.to_string())
         } else {
             ApiError::bad_request(e.to_string())
@@ -238,7 +238,7 @@ async fn answer(
     history: Vec<Message>,
     fan: Option<FanProfile>,
     n: u32,
-) -> Result<(runtime::Prepared, Generated), ApiError> {
+) -> Result<(answer::Prepared, Generated), ApiError> {
     let _slot = state.queue.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

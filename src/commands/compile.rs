@@ -11,16 +11,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::artifact::conversation_table::ConversationTable;
 use crate::artifact::{self, Artifact, CompiledFilter, DatasetInfo, Heldout, Manifest, Settings};
 use crate::config::Config;
-use crate::conversation_table::ConversationTable;
-use crate::dataset;
+use crate::conversation::dataset;
+use crate::conversation::transcript;
+use crate::embed::cache::{embed_with_cache, EmbedCache};
 use crate::embed::{hex, Embedder};
-use crate::embed_cache::{embed_with_cache, EmbedCache};
+use crate::eval::style::StyleProfile;
 use crate::filter::Filter;
 use crate::index;
-use crate::style::StyleProfile;
-use crate::transcript;
 
 /// What a compile did, as printed by `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -112,7 +112,7 @@ pub fn run(
     let (all_examples, duplicates) = dataset::examples(&conversations, window);
     let mut filter = Filter::new(config.filter.clone())?;
     let mut blocked_replies = 0;
-    let examples: Vec<dataset::Example> = all_examples
+    let examples: Vec<crate::conversation::Example> = all_examples
         .into_iter()
         .filter(|e| heldout.binary_search(&(e.conversation as usize)).is_err())
         .filter(|e| {
@@ -224,8 +224,8 @@ pub fn run(
 /// clean: the creator's own deflections. Lexical checks only, so this costs no embedding.
 fn deflections(
     filter: &Filter,
-    conversations: &[dataset::Conversation],
-    examples: &[dataset::Example],
+    conversations: &[crate::conversation::Conversation],
+    examples: &[crate::conversation::Example],
 ) -> Vec<u32> {
     examples
         .iter()
@@ -246,8 +246,8 @@ fn deflections(
 /// The creator's style profile: the indexed replies, contrasted with the fans' messages in the
 /// conversations the index was built from (held-out ones excluded).
 fn style_profile(
-    conversations: &[dataset::Conversation],
-    examples: &[dataset::Example],
+    conversations: &[crate::conversation::Conversation],
+    examples: &[crate::conversation::Example],
     heldout: &[usize],
 ) -> StyleProfile {
     let replies: Vec<&str> = examples

@@ -7,6 +7,10 @@
 //! assistant's on the contrast set, and builds the report. Metrics are in `metrics` and `style`;
 //! rendering the report is in `report`.
 
+pub mod metrics;
+pub mod report;
+pub mod style;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,12 +18,13 @@ use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::progress_bar;
-use crate::dataset::{self, FanProfile, Message};
+use crate::answer::{DemoMode, Persona, Turn};
+use crate::commands::compile::progress_bar;
+use crate::conversation::dataset;
+use crate::conversation::{FanProfile, Message};
+use crate::eval::style::StyleProfile;
 use crate::llm::ChatModel;
-use crate::metrics::{self, Interval};
-use crate::runtime::{DemoMode, Persona, Turn};
-use crate::style::StyleProfile;
+use metrics::Interval;
 
 /// Bootstrap resamples per interval.
 pub const BOOTSTRAP: usize = 1000;
@@ -89,7 +94,7 @@ pub struct Item {
 /// The held-out turns: from a file in the training-data schema, or the artifact's held-out set.
 pub fn items(persona: &Persona, heldout: Option<&Path>) -> Result<Vec<Item>> {
     // (index in its dataset, conversation) for every held-out conversation.
-    let conversations: Vec<(usize, dataset::Conversation)> = match heldout {
+    let conversations: Vec<(usize, crate::conversation::Conversation)> = match heldout {
         Some(path) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading the held-out set `{}`", path.display()))?;
@@ -476,171 +481,4 @@ pub fn difference(a: &[ItemScore], b: &[ItemScore], metric: fn(&ItemScore) -> f6
 /// Bar for the progress of LLM systems.
 pub fn bar(total: usize) -> indicatif::ProgressBar {
     progress_bar(total as u64, "eval")
-}
-
-/// What `persona eval` was asked to do.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The artifact.
-    pub artifact: PathBuf,
-    /// A held-out set instead of the artifact's.
-    pub heldout: Option<PathBuf>,
-    /// Replies to score instead of generating.
-    pub responses: Option<PathBuf>,
-    /// Score only the first N turns.
-    pub limit: Option<usize>,
-    /// LLM systems to run.
-    pub systems: Vec<System>,
-    /// The contrast set for validity.
-    pub contrast: PathBuf,
-    /// Validity floor.
-    pub min_validity: f64,
-    /// Seed for random demos and the bootstrap.
-    pub seed: u64,
-}
-
-/// Runs the evaluation and builds the report. Nothing is written here, so a failure midway never
-/// leaves a partial report.
-pub fn run(config: &crate::config::Config, options: &Options) -> Result<crate::report::Report> {
-    let persona = Persona::load(
-        &options.artifact,
-        &crate::paths::Assets::locate(),
-        config.embedding.effective_threads(),
-    )?;
-    let profile = persona.profile().clone();
-
-    let mut items = items(&persona, options.heldout.as_deref())?;
-    if let Some(limit) = options.limit {
-        items.truncate(limit.max(1));
-    }
-    let validity = validity(&persona, &profile, &options.contrast, options.min_validity)?;
-    let reals: Vec<&str> = items.iter().map(|i| i.real.as_str()).collect();
-    let real_vectors = persona.embed(&reals)?;
-
-    let mut runs: Vec<(System, Vec<Reply>)> = Vec::new();
-    if let Some(path) = &options.responses {
-        runs.push((System::Responses, read_responses(path, items.len())?));
-    } else {
-        let client = crate::llm::LlmClient::new(config.llm.clone())?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        let bar = bar(items.len() * options.systems.len());
-        let prefill = config.llm.prefill;
-        for &system in &options.systems {
-            let mut tick = || bar.inc(1);
-            if system == System::BestOf3 {
-                let (best, first) = rt.block_on(generate_best_of(
-                    &persona,
-                    &client,
-                    &items,
-                    prefill,
-                    options.seed,
-                    &mut tick,
-                ))?;
-                runs.push((System::BestOf3, best));
-                runs.push((System::Sampled1, first));
-            } else {
-                let replies = rt.block_on(generate(
-                    &persona,
-                    &client,
-                    system,
-                    &items,
-                    prefill,
-                    options.seed,
-                    &mut tick,
-                ))?;
-                runs.push((system, replies));
-            }
-        }
-        bar.finish_and_clear();
-    }
-
-    let mut systems = BTreeMap::new();
-    let mut all_items = Vec::new();
-    let mut by_system: BTreeMap<System, Vec<ItemScore>> = BTreeMap::new();
-    for (system, replies) in &runs {
-        let (summary, scores) = score(
-            &persona,
-            &profile,
-            *system,
-            &items,
-            &real_vectors,
-            replies,
-            options.seed,
-        )?;
-        systems.insert(system.name(), summary);
-        by_system.insert(*system, scores.clone());
-        all_items.extend(scores);
-    }
-    let mut differences = BTreeMap::new();
-    if let (Some(knn), Some(zero)) = (by_system.get(&System::Knn), by_system.get(&System::ZeroShot)) {
-        let mut d = BTreeMap::new();
-        d.insert("style", difference(knn, zero, |s| s.style, options.seed));
-        d.insert(
-            "voice_fidelity",
-            difference(knn, zero, |s| s.voice_fidelity, options.seed),
-        );
-        d.insert("semantic", difference(knn, zero, |s| s.semantic, options.seed));
-        differences.insert("knn - zero_shot".to_string(), d);
-    }
-    if let (Some(best), Some(first)) = (by_system.get(&System::BestOf3), by_system.get(&System::Sampled1)) {
-        let mut d = BTreeMap::new();
-        d.insert("style", difference(best, first, |s| s.style, options.seed));
-        d.insert(
-            "voice_fidelity",
-            difference(best, first, |s| s.voice_fidelity, options.seed),
-        );
-        differences.insert("best_of_3 - sampled_1".to_string(), d);
-    }
-    let settings = serde_json::json!({
-        "artifact": options.artifact,
-        "model": config.llm.model,
-        "base_url": config.llm.base_url,
-        "temperature": config.llm.temperature,
-        "seed": options.seed,
-        "k": persona.artifact.settings.retrieval.k,
-        "heldout": options.heldout.as_ref().map_or("artifact".to_string(), |p| p.display().to_string()),
-        "responses": options.responses,
-    });
-    Ok(crate::report::Report {
-        settings,
-        turns: items.len(),
-        systems,
-        differences,
-        validity,
-        items: all_items,
-    })
-}
-
-/// The reasons a report fails the CI gate, if any.
-pub fn gate_failures(report: &crate::report::Report, require_knn_beats_zero_shot: bool) -> Vec<String> {
-    let mut failures = Vec::new();
-    let v = &report.validity;
-    if v.style < v.floor || v.voice_fidelity < v.floor {
-        failures.push(format!(
-            "the metric cannot tell the creator's voice from an assistant's well enough: style {:.3}, voice_fidelity {:.3}, floor {:.2}",
-            v.style, v.voice_fidelity, v.floor
-        ));
-    }
-    for (name, s) in &report.systems {
-        if s.violations.final_ > 0.0 {
-            failures.push(format!(
-                "{name}: {:.1}% of final replies violate the filter",
-                100.0 * s.violations.final_
-            ));
-        }
-    }
-    if require_knn_beats_zero_shot {
-        match (report.systems.get("knn"), report.systems.get("zero_shot")) {
-            (Some(k), Some(z)) if k.style.mean > z.style.mean => {}
-            (Some(k), Some(z)) => failures.push(format!(
-                "knn does not beat zero_shot on style ({:.3} vs {:.3})",
-                k.style.mean, z.style.mean
-            )),
-            _ => failures.push("the gate needs both knn and zero_shot in --systems".into()),
-        }
-    }
-    failures
 }

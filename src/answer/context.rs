@@ -9,7 +9,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ZonedDateTime};
 use serde::Serialize;
 
-use crate::dataset::{FanProfile, Message};
+use crate::conversation::{FanProfile, Message};
 
 /// A silence at least this long starts a new session; a fan writing after it is "returning".
 pub const SESSION_GAP_SECONDS: i64 = 6 * 3600;

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::eval::metrics::Interval;
 use crate::eval::{ItemScore, SystemSummary, Validity};
-use crate::metrics::Interval;
 
 /// Everything `persona eval` measured.
 #[derive(Debug, Clone, Serialize)]
