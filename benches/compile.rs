@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
 
     // The texts compile embeds, computed the way compile computes them.
     let conversations = dataset::parse(&std::fs::read(&data_path)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (examples, _) = dataset::examples(&conversations, config.retrieval.context_messages);
+    let (examples, _) = dataset::examples(&conversations, config.retrieval.context_messages, |_| true);
     let texts: Vec<String> = examples
         .iter()
         .map(|e| {

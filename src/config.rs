@@ -121,6 +121,27 @@ pub struct Config {
     pub filter: FilterSettings,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
+    /// The settings given explicitly (file, environment or flag) that override an artifact's.
+    pub runtime: RuntimeSettings,
+}
+
+/// What the runtime may change in a compiled artifact, each `Some` only when given explicitly in
+/// `persona.toml`, the environment or a flag.
+///
+/// Everything else is fixed by the artifact, because the compiled data depends on it: the
+/// embedding model and `retrieval.context_messages` (the embedded text of every example), the
+/// index's `m` and `ef_construction` (the graph), the creator's name and the signature (the
+/// instructions the demos were chosen for), the whole `[filter]` (its example vectors and
+/// deflections are compiled) and the style profile. `ask`, `serve` and `eval` read those from
+/// the artifact whatever `persona.toml` says now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// `[retrieval] k` or `--k`: demos per answer.
+    pub k: Option<usize>,
+    /// `[index] ef_search`: the search beam.
+    pub ef_search: Option<usize>,
+    /// `[creator] timezone` or `PERSONA_TIMEZONE`: the creator's clock for the context stage.
+    pub timezone: Option<String>,
 }
 
 /// The layout of `persona.toml`; every section optional.
@@ -130,7 +151,7 @@ struct FileConfig {
     creator: Option<Creator>,
     signature: Option<Signature>,
     #[serde(default)]
-    retrieval: Retrieval,
+    retrieval: Option<RetrievalFile>,
     #[serde(default)]
     embedding: Embedding,
     #[serde(default)]
@@ -159,6 +180,13 @@ struct LlmFile {
     timeout_secs: Option<f64>,
     retries: Option<u32>,
     prefill: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrievalFile {
+    k: Option<usize>,
+    context_messages: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +225,14 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// The built-in defaults alone: no file, no environment, no flags. For tests and for tools
+    /// that build a persona in memory.
+    pub fn defaults() -> Config {
+        let mut config = Config::from_file(FileConfig::default(), None);
+        config.filter = crate::filter::FilterSettings::default();
+        config
+    }
+
     /// Resolves defaults < file < environment < flags and validates the result.
     pub fn resolve(overrides: &Overrides) -> Result<Config> {
         let path = overrides
@@ -239,7 +275,8 @@ impl Config {
         config.llm = resolve_llm(llm_file, overrides)?;
         config.filter = filter;
         if let Some(tz) = env("PERSONA_TIMEZONE") {
-            config.creator.timezone = tz;
+            config.creator.timezone = tz.clone();
+            config.runtime.timezone = Some(tz);
         }
         if let Some(threads) = env("PERSONA_EMBED_THREADS") {
             config.embedding.threads = threads
@@ -247,7 +284,11 @@ impl Config {
                 .with_context(|| format!("PERSONA_EMBED_THREADS must be a whole number, got `{threads}`"))?;
         }
         if let Some(k) = overrides.k {
+            if !(1..=32).contains(&k) {
+                bail!("--k must be between 1 and 32, got {k}");
+            }
             config.retrieval.k = k;
+            config.runtime.k = Some(k);
         }
         if let Some(holdout) = overrides.holdout {
             config.compile.holdout = holdout;
@@ -261,6 +302,13 @@ impl Config {
 
     fn from_file(file: FileConfig, source: Option<PathBuf>) -> Config {
         let defaults = HnswParams::default();
+        let retrieval_defaults = Retrieval::default();
+        let retrieval_file = file.retrieval.unwrap_or_default();
+        let runtime = RuntimeSettings {
+            k: retrieval_file.k,
+            ef_search: file.index.as_ref().and_then(|i| i.ef_search),
+            timezone: file.creator.as_ref().map(|c| c.timezone.clone()),
+        };
         let index = file.index.map_or(defaults, |i| HnswParams {
             m: i.m.unwrap_or(defaults.m),
             ef_construction: i.ef_construction.unwrap_or(defaults.ef_construction),
@@ -269,13 +317,19 @@ impl Config {
         Config {
             creator: file.creator.unwrap_or_default(),
             signature: file.signature.unwrap_or_default(),
-            retrieval: file.retrieval,
+            retrieval: Retrieval {
+                k: retrieval_file.k.unwrap_or(retrieval_defaults.k),
+                context_messages: retrieval_file
+                    .context_messages
+                    .unwrap_or(retrieval_defaults.context_messages),
+            },
             embedding: file.embedding,
             index,
             compile: file.compile,
             llm: LlmSettings::from_preset(&PRESETS[0]),
             filter: FilterSettings::default(),
             source,
+            runtime,
         }
     }
 

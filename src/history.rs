@@ -1,8 +1,9 @@
 //! Fan histories in SQLite: fans, their profiles and every message with its timestamp.
 //!
 //! Owns the schema (versioned with `PRAGMA user_version`), WAL mode, and one transaction per
-//! write, so a process killed at any point leaves every committed message intact. `ask --fan`
-//! uses it now and `serve` later. It knows nothing of prompts or models.
+//! exchange (the fan's message with the reply it got), so a process killed at any point leaves
+//! every committed exchange intact and no half of one. `ask --fan` and `serve` use it. It knows
+//! nothing of prompts or models.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::answer::refine::CleanReply;
 use crate::conversation::{FanProfile, Message};
 
 const SCHEMA_VERSION: i32 = 1;
@@ -133,21 +135,42 @@ impl HistoryStore {
             .is_some())
     }
 
-    /// Appends one message in its own transaction, creating the fan if needed.
-    pub fn append(&mut self, fan_id: &str, message: &Message) -> Result<()> {
+    /// Records one exchange, the fan's message and the reply it got, in one transaction: both are
+    /// stored or neither is, so a failed or refused answer leaves no trace and a retry stores the
+    /// message once. Creates the fan if needed. Only a [`CleanReply`] can be stored as the
+    /// creator's message.
+    pub fn record_exchange(
+        &mut self,
+        fan_id: &str,
+        fan_message: &Message,
+        reply: &CleanReply,
+        replied_at: Timestamp,
+    ) -> Result<()> {
         check_fan_id(fan_id)?;
-        let sent_at = message.sent_at.unwrap_or_else(Timestamp::now);
+        if fan_message.from_creator {
+            bail!("the first message of an exchange must be the fan's");
+        }
+        let sent_at = fan_message.sent_at.unwrap_or(replied_at);
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT OR IGNORE INTO fans (id, profile, created_at) VALUES (?1, NULL, ?2)",
             params![fan_id, sent_at.to_string()],
         )?;
+        let insert = "INSERT INTO messages (fan_id, from_creator, content, sent_at) VALUES (?1, ?2, ?3, ?4)";
         tx.execute(
-            "INSERT INTO messages (fan_id, from_creator, content, sent_at) VALUES (?1, ?2, ?3, ?4)",
-            params![fan_id, message.from_creator, message.content, sent_at.to_string()],
+            insert,
+            params![fan_id, false, fan_message.content, sent_at.to_string()],
         )?;
-        tx.commit()
-            .with_context(|| format!("saving a message of fan `{fan_id}` to `{}`", self.path.display()))?;
+        tx.execute(
+            insert,
+            params![fan_id, true, reply.as_str(), replied_at.max(sent_at).to_string()],
+        )?;
+        tx.commit().with_context(|| {
+            format!(
+                "saving an exchange of fan `{fan_id}` to `{}`",
+                self.path.display()
+            )
+        })?;
         Ok(())
     }
 
@@ -186,62 +209,105 @@ pub fn check_fan_id(fan_id: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn msg(from_creator: bool, content: &str, at: &str) -> Message {
+    fn fan(content: &str, at: &str) -> Message {
         Message {
-            from_creator,
+            from_creator: false,
             content: content.into(),
             sent_at: Some(at.parse().unwrap()),
         }
     }
 
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
     #[test]
-    fn messages_and_profiles_survive_reopening() {
+    fn exchanges_and_profiles_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h/history.sqlite3");
         {
             let mut store = HistoryStore::open(&path).unwrap();
+            let reply = CleanReply::for_tests("hey you");
             store
-                .append("mike", &msg(false, "hi", "2026-01-01T10:00:00Z"))
-                .unwrap();
-            store
-                .append("mike", &msg(true, "hey you", "2026-01-01T10:01:00Z"))
+                .record_exchange(
+                    "mike",
+                    &fan("hi", "2026-01-01T10:00:00Z"),
+                    &reply,
+                    at("2026-01-01T10:01:00Z"),
+                )
                 .unwrap();
             let mut profile = FanProfile::new();
             profile.insert("name".into(), "Mike".into());
             store.set_profile("mike", &profile).unwrap();
             store
-                .append("ana", &msg(false, "yo", "2026-01-01T11:00:00Z"))
+                .record_exchange(
+                    "ana",
+                    &fan("yo", "2026-01-01T11:00:00Z"),
+                    &reply,
+                    at("2026-01-01T11:00:00Z"),
+                )
                 .unwrap();
         }
         let store = HistoryStore::open(&path).unwrap();
         let (messages, profile) = store.load("mike").unwrap();
-        assert_eq!(
-            messages,
-            vec![
-                msg(false, "hi", "2026-01-01T10:00:00Z"),
-                msg(true, "hey you", "2026-01-01T10:01:00Z")
-            ]
-        );
+        let reply = Message {
+            from_creator: true,
+            content: "hey you".into(),
+            sent_at: Some(at("2026-01-01T10:01:00Z")),
+        };
+        assert_eq!(messages, vec![fan("hi", "2026-01-01T10:00:00Z"), reply]);
         assert_eq!(profile.unwrap()["name"], "Mike");
-        assert_eq!(store.load("ana").unwrap().0.len(), 1);
+        assert_eq!(store.load("ana").unwrap().0.len(), 2);
         assert!(store.load("nobody").unwrap().0.is_empty());
         assert!(!store.exists("nobody").unwrap());
+    }
+
+    #[test]
+    fn a_reply_is_never_stored_before_its_fans_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.sqlite3")).unwrap();
+        let reply = CleanReply::for_tests("hey");
+        // A clock that went backwards still stores the reply after the message.
+        store
+            .record_exchange(
+                "mike",
+                &fan("hi", "2026-01-01T10:00:00Z"),
+                &reply,
+                at("2026-01-01T09:00:00Z"),
+            )
+            .unwrap();
+        let (messages, _) = store.load("mike").unwrap();
+        assert!(messages[1].sent_at >= messages[0].sent_at);
+        let creator_first = Message {
+            from_creator: true,
+            ..fan("hi", "2026-01-01T10:00:00Z")
+        };
+        assert!(store
+            .record_exchange("mike", &creator_first, &reply, at("2026-01-01T10:00:00Z"))
+            .is_err());
+        assert_eq!(
+            store.load("mike").unwrap().0.len(),
+            2,
+            "a refused exchange stores nothing"
+        );
     }
 
     #[test]
     fn reset_forgets_messages_and_bad_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = HistoryStore::open(&dir.path().join("h.sqlite3")).unwrap();
+        let reply = CleanReply::for_tests("hey");
+        let now = at("2026-01-01T10:00:00Z");
         store
-            .append("mike", &msg(false, "hi", "2026-01-01T10:00:00Z"))
+            .record_exchange("mike", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now)
             .unwrap();
-        assert_eq!(store.reset("mike").unwrap(), 1);
+        assert_eq!(store.reset("mike").unwrap(), 2);
         assert!(store.load("mike").unwrap().0.is_empty());
         assert!(store
-            .append("", &msg(false, "hi", "2026-01-01T10:00:00Z"))
+            .record_exchange("", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now)
             .is_err());
         assert!(store
-            .append(&"x".repeat(200), &msg(false, "hi", "2026-01-01T10:00:00Z"))
+            .record_exchange(&"x".repeat(200), &fan("hi", "2026-01-01T10:00:00Z"), &reply, now)
             .is_err());
     }
 }

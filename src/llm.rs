@@ -269,6 +269,11 @@ pub trait ChatModel {
         messages: &[ChatMessage],
         n: u32,
     ) -> impl std::future::Future<Output = Result<Completion, LlmError>> + Send;
+
+    /// The same model sampling at `temperature` with `seed`, for best-of-N candidates.
+    fn with_sampling(&self, temperature: f32, seed: u64) -> Self
+    where
+        Self: Sized;
 }
 
 /// An OpenAI-compatible HTTP client.
@@ -291,17 +296,6 @@ impl LlmClient {
     /// The settings in use.
     pub fn settings(&self) -> &LlmSettings {
         &self.settings
-    }
-
-    /// The same client sampling at another temperature and seed (for best-of-N candidates).
-    pub fn with_sampling(&self, temperature: f32, seed: u64) -> LlmClient {
-        let mut settings = self.settings.clone();
-        settings.temperature = temperature;
-        settings.seed = Some(seed);
-        LlmClient {
-            http: self.http.clone(),
-            settings,
-        }
     }
 
     async fn attempt(&self, url: &str, body: &Request<'_>) -> Result<Vec<String>, LlmError> {
@@ -358,6 +352,16 @@ impl LlmClient {
 }
 
 impl ChatModel for LlmClient {
+    fn with_sampling(&self, temperature: f32, seed: u64) -> LlmClient {
+        let mut settings = self.settings.clone();
+        settings.temperature = temperature;
+        settings.seed = Some(seed);
+        LlmClient {
+            http: self.http.clone(),
+            settings,
+        }
+    }
+
     async fn complete(&self, messages: &[ChatMessage], n: u32) -> Result<Completion, LlmError> {
         let s = &self.settings;
         let mut extra = serde_json::Map::new();

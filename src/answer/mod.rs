@@ -1,71 +1,128 @@
-//! The loaded persona: artifact, index, embedder and filter, and the answer pipeline over them.
+//! The answer pipeline: one fan turn in, one filtered [`Answer`] out.
 //!
-//! `prepare` runs the stages before the model for one fan turn: the input filter (a context note
-//! when the fan asks for a forbidden topic), context facts, query embedding, demo selection and
-//! prompt rendering. `generate` hands the prompt to the refine loop, which checks every draft
-//! with the output filter. Nothing from compile is redone here: only the incoming conversation
-//! is embedded. Shared by `ask`, `serve` and `eval`; every method takes `&self`, so one loaded
-//! persona can serve concurrent requests.
+//! [`Persona::prepare`] runs the stages before the model: the input filter (a context note when
+//! the fan asks for a forbidden topic), context facts, query embedding, demo selection and prompt
+//! rendering. [`Persona::answer`] then generates with the refine loop, once or best-of-N, and
+//! returns an [`Answer`] whose reply is a [`CleanReply`]. `ask`, `serve` and `eval` all call
+//! these two methods; nothing else builds a turn, picks demos or samples candidates. Nothing from
+//! compile is redone here: only the incoming conversation is embedded.
 
 pub mod context;
+pub mod persona;
 pub mod prompt;
 pub mod refine;
 pub mod retrieve;
 pub mod signature;
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
-use jiff::tz::TimeZone;
+use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::answer::signature::{CHAT_HISTORY, CONTEXT, FAN_PROFILE};
-use crate::artifact::{self, Artifact};
-use crate::conversation::transcript;
-use crate::conversation::{Conversation, FanProfile, Message, MAX_MESSAGE_CHARS};
-use crate::embed::{dot, Embedder, FastEmbedder};
-use crate::eval::style::StyleProfile;
-use crate::filter::{Filter, Verdict};
-use crate::index::Index;
-use crate::llm::{ChatMessage, ChatModel, LlmClient};
-use crate::paths::Assets;
-use context::Facts;
-use prompt::{Demo, Inputs};
-use refine::{FilterReport, Refine};
+use self::context::Facts;
+use self::prompt::{Demo, Inputs};
+use self::refine::{FilterReport, Refine};
+use self::signature::{CHAT_HISTORY, CONTEXT, FAN_PROFILE};
+use crate::conversation::{transcript, Conversation, FanProfile, Message, MAX_MESSAGE_CHARS};
+use crate::embed::dot;
+use crate::eval::metrics::Rng;
+use crate::filter::Verdict;
+use crate::index::Hit;
+use crate::llm::{ChatMessage, ChatModel};
+
+pub use self::persona::Persona;
+pub use self::refine::CleanReply;
 
 /// Messages of the current conversation shown in the prompt.
 pub const PROMPT_HISTORY_MESSAGES: usize = 12;
+/// The most best-of-N candidates one answer may sample.
+pub const MAX_CANDIDATES: u32 = 8;
+/// The temperature of best-of-N candidates when the configured one is 0.
+pub const CANDIDATE_TEMPERATURE: f32 = 0.7;
 
-/// A compiled persona, ready to answer.
-pub struct Persona {
-    /// The artifact.
-    pub artifact: Artifact,
-    index: Index,
-    embedder: Mutex<FastEmbedder>,
-    filter: Filter,
-    profile: StyleProfile,
-    tz: TimeZone,
-    timings: Mutex<Vec<(&'static str, Duration)>>,
+/// A request that cannot be answered as given; callers map each kind to their own error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The fan's message is empty or blank.
+    #[error("the message is empty; send something for the fan to say")]
+    EmptyMessage,
+    /// The fan's message is over [`MAX_MESSAGE_CHARS`].
+    #[error("the message has {0} characters, over the cap of {MAX_MESSAGE_CHARS}; shorten it")]
+    MessageTooLong(usize),
+    /// Best-of-N with a count out of range.
+    #[error("the number of candidates must be between 1 and {MAX_CANDIDATES}, got {0}")]
+    Candidates(u32),
 }
 
-/// One fan turn to answer.
-#[derive(Debug, Clone)]
-pub struct Turn<'a> {
-    /// The conversation so far, ending with the fan's new message.
-    pub history: &'a [Message],
-    /// The fan's profile, if known.
-    pub fan: Option<&'a FanProfile>,
-    /// The moment of the answer.
-    pub now: Timestamp,
-    /// Demos wanted.
-    pub k: usize,
-    /// Open the reply with the output marker (see [`crate::llm::Preset::prefill`]).
-    pub prefill: bool,
-    /// How demos are chosen.
-    pub demos: DemoMode,
+/// Checks a fan message before anything else sees it.
+pub fn check_message(text: &str) -> Result<(), RequestError> {
+    if text.trim().is_empty() {
+        return Err(RequestError::EmptyMessage);
+    }
+    let chars = text.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(RequestError::MessageTooLong(chars));
+    }
+    Ok(())
+}
+
+/// Parses an RFC 3339 time given as `--now`.
+pub fn parse_now(text: &str) -> Result<Timestamp> {
+    text.parse::<Timestamp>().with_context(|| {
+        format!("invalid --now `{text}`: expected an RFC 3339 time with an offset, e.g. 2026-11-28T23:40:00-05:00")
+    })
+}
+
+/// How many replies to sample and how: the one place best-of-N is validated.
+///
+/// `n` is 1 to [`MAX_CANDIDATES`]. With `n > 1` the candidates are sampled at the configured
+/// temperature, or at [`CANDIDATE_TEMPERATURE`] when that is 0 (at 0 every candidate would be the
+/// same), with seeds `seed, seed + 1, ...`; the seed is `[llm] seed` when set, else the clock's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    n: u32,
+    temperature: f32,
+    seed: u64,
+}
+
+impl Sampling {
+    /// One reply at the model's own settings.
+    pub const ONE: Sampling = Sampling {
+        n: 1,
+        temperature: 0.0,
+        seed: 0,
+    };
+
+    /// `n` candidates given the configured temperature and seed.
+    pub fn new(n: u32, configured_temperature: f32, seed: Option<u64>) -> Result<Self, RequestError> {
+        if !(1..=MAX_CANDIDATES).contains(&n) {
+            return Err(RequestError::Candidates(n));
+        }
+        let temperature = if configured_temperature > 0.0 {
+            configured_temperature
+        } else {
+            CANDIDATE_TEMPERATURE
+        };
+        let seed = seed.unwrap_or_else(|| Timestamp::now().as_nanosecond() as u64);
+        Ok(Sampling { n, temperature, seed })
+    }
+
+    /// Candidates to sample.
+    pub fn n(&self) -> u32 {
+        self.n
+    }
+
+    /// The base seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The same sampling with another base seed (eval gives each turn its own).
+    pub fn reseeded(self, seed: u64) -> Self {
+        Sampling { seed, ..self }
+    }
 }
 
 /// How demos are chosen: the real pipeline, or the baselines `eval` compares it with.
@@ -80,7 +137,22 @@ pub enum DemoMode {
     Random(u64),
 }
 
-/// A demo as reported by `--dry-run` and `--json`.
+/// One fan turn to answer.
+#[derive(Debug, Clone)]
+pub struct Turn<'a> {
+    /// The conversation so far, ending with the fan's new message.
+    pub history: &'a [Message],
+    /// The fan's profile, if known.
+    pub fan: Option<&'a FanProfile>,
+    /// The moment of the answer.
+    pub now: Timestamp,
+    /// Open the reply with the output marker (see [`crate::llm::Preset::prefill`]).
+    pub prefill: bool,
+    /// How demos are chosen.
+    pub demos: DemoMode,
+}
+
+/// A demo as reported by `--dry-run`, `--json` and `/v1/reply`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DemoInfo {
     /// Example id in the artifact.
@@ -114,247 +186,51 @@ pub struct Prepared {
     prefill: bool,
 }
 
-/// The reply and how it was reached.
+/// A best-of-N candidate.
 #[derive(Debug, Clone, Serialize)]
-pub struct Generated {
+pub struct Candidate {
+    /// The candidate reply (it passed the filter).
+    pub reply: CleanReply,
+    /// Its style score.
+    pub style: f64,
+    /// Whether it is a fallback deflection.
+    pub fallback: bool,
+}
+
+/// The answer to one fan turn: what `ask --json`, `/v1/reply` and eval's items report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
     /// The reply; it passed the filter.
-    pub reply: String,
+    pub reply: CleanReply,
+    /// The demos, nearest last.
+    pub demos: Vec<DemoInfo>,
+    /// The context facts.
+    pub context: Facts,
+    /// The filter's verdicts: the fan's message, each draft, and whether the reply is a fallback.
+    pub filter: FilterReport,
     /// Model calls made.
     pub calls: u32,
-    /// The filter's verdicts.
-    pub filter: FilterReport,
-    /// With best-of-N, every candidate (the chosen one among them).
+    /// With best-of-N, every candidate (the chosen one among them), in sampling order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
 }
 
 impl Persona {
-    /// Loads and verifies an artifact, the embedding model, the index and the filter.
-    pub fn load(path: &Path, assets: &Assets, threads: usize) -> Result<Self> {
-        // The artifact and the embedding model load in parallel: neither needs the other until
-        // the model check below.
-        let started = Instant::now();
-        let (artifact, embedder) = std::thread::scope(|scope| {
-            let model = scope.spawn(|| {
-                let t = Instant::now();
-                FastEmbedder::load(assets, threads, 32).map(|e| (e, t.elapsed()))
-            });
-            let t = Instant::now();
-            let artifact = artifact::read(path).map(|a| (a, t.elapsed()));
-            let model = model
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("loading the embedding model panicked")));
-            (artifact, model)
-        });
-        let (artifact, artifact_time) = artifact?;
-        let (embedder, model_time) = embedder?;
-        let mut timings = vec![
-            ("artifact read + verify", artifact_time),
-            ("embedding model load (in parallel)", model_time),
-        ];
-        timings.extend_from_slice(embedder.load_timings());
-        timings.push(("artifact and model, wall", started.elapsed()));
-        let t = Instant::now();
-        artifact
-            .check_model(embedder.info())
-            .with_context(|| format!("loading `{}`", path.display()))?;
-        let index = Index::new(
-            artifact.graph.clone(),
-            artifact.vectors.clone(),
-            artifact.manifest.hnsw,
-        )
-        .with_context(|| format!("loading the index of `{}`", path.display()))?;
-        timings.push(("hnsw index load", t.elapsed()));
-        let t = Instant::now();
-        let tz_name = &artifact.settings.creator.timezone;
-        let tz = TimeZone::get(tz_name).with_context(|| {
-            format!("the artifact's creator timezone `{tz_name}` is unknown on this machine; recompile with a valid `creator.timezone`")
-        })?;
-        let filter = Filter::new(artifact.settings.filter.clone())
-            .with_context(|| format!("loading the filter of `{}`", path.display()))?
-            .with_examples(artifact.filter.examples.clone())
-            .with_context(|| format!("loading the filter of `{}`", path.display()))?;
-        let profile = artifact.style.clone();
-        timings.push(("filter + style profile", t.elapsed()));
-        Ok(Persona {
-            artifact,
-            index,
-            embedder: Mutex::new(embedder),
-            filter,
-            profile,
-            tz,
-            timings: Mutex::new(timings),
-        })
-    }
-
-    /// The creator's name.
-    pub fn creator(&self) -> &str {
-        &self.artifact.settings.creator.name
-    }
-
-    /// Where the time went so far: loading phases, then the last query's embedding and search.
-    pub fn timings(&self) -> Vec<(&'static str, Duration)> {
-        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    fn record(&self, phase: &'static str, took: Duration) {
-        if let Ok(mut t) = self.timings.lock() {
-            t.retain(|(p, _)| *p != phase);
-            t.push((phase, took));
-        }
-    }
-
-    /// The creator's style profile, built from the indexed replies.
-    pub fn profile(&self) -> &StyleProfile {
-        &self.profile
-    }
-
-    /// The filter in use.
-    pub fn filter(&self) -> &Filter {
-        &self.filter
-    }
-
-    /// Embeds texts with the persona's model.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let mut embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
-        embedder.embed(texts)
-    }
-
-    /// Checks a text with every filter stage.
-    pub fn check(&self, text: &str) -> Result<Verdict> {
-        let mut embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
-        self.filter.check(text, Some(&mut *embedder))
-    }
-
     /// Runs the stages before the model: input filter, context, retrieval, rendering.
     pub fn prepare(&self, turn: &Turn<'_>) -> Result<Prepared> {
-        let settings = &self.artifact.settings;
-        let tz_name = settings.creator.timezone.clone();
-        let mut facts = context::facts(turn.history, turn.fan, &self.tz, &tz_name, turn.now);
-
         let fan_text = turn
             .history
             .last()
             .filter(|m| !m.from_creator)
             .map_or("", |m| m.content.as_str());
         let input_verdict = self.check(fan_text)?;
-        if input_verdict.blocked && settings.filter.input_note {
-            let about = input_verdict
-                .category
-                .as_deref()
-                .and_then(|c| self.filter.description(c))
-                .unwrap_or("a forbidden topic");
-            facts.notes.push(format!(
-                "the fan's last message asks for {about}; never agree to it and never name another app, \
-                 a handle, a number or a place: deflect playfully in your own voice and keep the chat here"
-            ));
+        let mut facts = context::facts(turn.history, turn.fan, &self.tz, &self.tz_name, turn.now);
+        if let Some(note) = self.input_note(&input_verdict) {
+            facts.notes.push(note);
         }
-
-        let window = settings.retrieval.context_messages;
-        let query_text = transcript::embedding_text(turn.history, window);
-        let t = Instant::now();
-        let query = self
-            .embed(&[query_text.as_str()])?
-            .pop()
-            .context("the embedding model returned nothing")?;
-        self.record("query embedding", t.elapsed());
-        let t = Instant::now();
-        let hits = match turn.demos {
-            DemoMode::Nearest => self.index.search(&query, turn.k * retrieve::OVERFETCH),
-            DemoMode::None => Vec::new(),
-            DemoMode::Random(seed) => {
-                let mut rng = crate::eval::metrics::Rng::new(seed);
-                let n = self.artifact.examples.len();
-                let mut ids: Vec<usize> = Vec::new();
-                while ids.len() < turn.k.min(n) {
-                    let id = rng.below(n);
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-                ids.into_iter()
-                    .map(|id| crate::index::Hit {
-                        id,
-                        score: dot(&self.artifact.vectors[id], &query),
-                    })
-                    .collect()
-            }
-        };
-        self.record("hnsw search", t.elapsed());
-        let t = Instant::now();
-        // The candidates' conversations, decoded once each.
-        let mut decoded: std::collections::HashMap<u32, Conversation> = std::collections::HashMap::new();
-        for h in &hits {
-            if let Some(e) = self.artifact.examples.get(h.id) {
-                if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(e.conversation) {
-                    slot.insert(self.artifact.conversations.get(e.conversation as usize)?);
-                }
-            }
-        }
-        let candidates: Vec<retrieve::Candidate> = hits
-            .iter()
-            .filter_map(|h| {
-                let e = self.artifact.examples.get(h.id)?;
-                let c = decoded.get(&e.conversation)?;
-                Some(retrieve::Candidate {
-                    hit: *h,
-                    conversation: e.conversation,
-                    reply: &c.messages.get(e.turn as usize)?.content,
-                })
-            })
-            .collect();
-
-        let mut demo_inputs = Vec::new();
-        let mut demos = Vec::new();
-        self.record("demo conversations decoded", t.elapsed());
-        let chosen = match turn.demos {
-            DemoMode::Nearest => retrieve::select(&candidates, turn.k),
-            _ => hits.clone(),
-        };
-        for hit in chosen {
-            let Some(e) = self.artifact.examples.get(hit.id).copied() else {
-                continue;
-            };
-            let Some(c) = decoded.get(&e.conversation) else {
-                continue;
-            };
-            let turn_at = e.turn as usize;
-            if turn_at >= c.messages.len() {
-                continue;
-            }
-            let before = &c.messages[..turn_at];
-            let mut inputs = Inputs::new();
-            inputs.insert(
-                CHAT_HISTORY.into(),
-                transcript::history_text(&before[before.len().saturating_sub(window)..]),
-            );
-            if let Some(at) = c.messages[turn_at]
-                .sent_at
-                .or_else(|| before.last().and_then(|m| m.sent_at))
-            {
-                inputs.insert(
-                    CONTEXT.into(),
-                    context::facts(before, c.fan.as_ref(), &self.tz, &tz_name, at).render(),
-                );
-            }
-            if let Some(profile) = c.fan.as_ref().and_then(context::profile_text) {
-                inputs.insert(FAN_PROFILE.into(), profile);
-            }
-            let reply = c.messages[turn_at].content.clone();
-            demos.push(DemoInfo {
-                id: hit.id,
-                score: hit.score,
-                conversation: c.id.clone().unwrap_or_else(|| format!("#{}", e.conversation)),
-                reply: reply.clone(),
-            });
-            demo_inputs.push(Demo { inputs, reply });
-        }
+        let query = self.embed_query(turn.history)?;
+        let hits = self.search(&query, turn.demos);
+        let (demos, demo_inputs) = self.demos(&hits, turn.demos)?;
 
         let shown = &turn.history[turn.history.len().saturating_sub(PROMPT_HISTORY_MESSAGES)..];
         let mut current = Inputs::new();
@@ -375,6 +251,174 @@ impl Persona {
         };
         prepared.messages = self.render(&prepared, &[]);
         Ok(prepared)
+    }
+
+    /// Generates the reply for a prepared turn: once, or best-of-N in voice.
+    pub async fn answer<M: ChatModel>(
+        &self,
+        model: &M,
+        prepared: &Prepared,
+        sampling: Sampling,
+    ) -> Result<Answer> {
+        let (outcome, candidates) = if sampling.n > 1 {
+            self.best_of(model, prepared, sampling).await?
+        } else {
+            (self.refine(model, prepared).await?, Vec::new())
+        };
+        Ok(Answer {
+            reply: outcome.reply,
+            demos: prepared.demos.clone(),
+            context: prepared.context.clone(),
+            filter: outcome.filter,
+            calls: outcome.calls,
+            candidates,
+        })
+    }
+
+    /// The context note added when the fan's message asks for a blocked topic.
+    fn input_note(&self, verdict: &Verdict) -> Option<String> {
+        if !verdict.blocked || !self.artifact.settings.filter.input_note {
+            return None;
+        }
+        let about = verdict
+            .category
+            .as_deref()
+            .and_then(|c| self.filter().description(c))
+            .unwrap_or("a forbidden topic");
+        Some(format!(
+            "the fan's last message asks for {about}; never agree to it and never name another app, \
+             a handle, a number or a place: deflect playfully in your own voice and keep the chat here"
+        ))
+    }
+
+    fn embed_query(&self, history: &[Message]) -> Result<Vec<f32>> {
+        let window = self.artifact.settings.retrieval.context_messages;
+        let text = transcript::embedding_text(history, window);
+        let t = Instant::now();
+        let query = self
+            .embed(&[text.as_str()])?
+            .pop()
+            .context("the embedding model returned nothing")?;
+        self.record("query embedding", t.elapsed());
+        Ok(query)
+    }
+
+    /// The demo hits: the KNN choice over the over-fetched neighbours, none, or k at random.
+    fn search(&self, query: &[f32], mode: DemoMode) -> Vec<(Hit, bool)> {
+        let t = Instant::now();
+        let k = self.k;
+        let hits = match mode {
+            DemoMode::Nearest => self
+                .index
+                .search(query, k * retrieve::OVERFETCH)
+                .into_iter()
+                .map(|h| (h, true))
+                .collect(),
+            DemoMode::None => Vec::new(),
+            DemoMode::Random(seed) => {
+                let mut rng = Rng::new(seed);
+                let n = self.artifact.examples.len();
+                let mut ids: Vec<usize> = Vec::new();
+                while ids.len() < k.min(n) {
+                    let id = rng.below(n);
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                ids.into_iter()
+                    .map(|id| {
+                        (
+                            Hit {
+                                id,
+                                score: dot(&self.artifact.vectors[id], query),
+                            },
+                            false,
+                        )
+                    })
+                    .collect()
+            }
+        };
+        self.record("hnsw search", t.elapsed());
+        hits
+    }
+
+    /// Decodes the hits' conversations once each, selects the demos (KNN rules for neighbours,
+    /// as drawn otherwise) and renders each demo's inputs as it was at its reply.
+    fn demos(&self, hits: &[(Hit, bool)], mode: DemoMode) -> Result<(Vec<DemoInfo>, Vec<Demo>)> {
+        let t = Instant::now();
+        let mut decoded: HashMap<u32, Conversation> = HashMap::new();
+        for (h, _) in hits {
+            if let Some(e) = self.artifact.examples.get(h.id) {
+                if !decoded.contains_key(&e.conversation) {
+                    let c = self.artifact.conversations.get(e.conversation as usize)?;
+                    decoded.insert(e.conversation, c);
+                }
+            }
+        }
+        self.record("demo conversations decoded", t.elapsed());
+        let chosen: Vec<Hit> = match mode {
+            DemoMode::Nearest => {
+                let neighbours: Vec<retrieve::Neighbour> = hits
+                    .iter()
+                    .filter_map(|(h, _)| {
+                        let e = self.artifact.examples.get(h.id)?;
+                        let c = decoded.get(&e.conversation)?;
+                        Some(retrieve::Neighbour {
+                            hit: *h,
+                            conversation: e.conversation,
+                            reply: &c.messages.get(e.turn as usize)?.content,
+                        })
+                    })
+                    .collect();
+                retrieve::select(&neighbours, self.k)
+            }
+            _ => hits.iter().map(|(h, _)| *h).collect(),
+        };
+        let mut infos = Vec::new();
+        let mut inputs = Vec::new();
+        for hit in chosen {
+            if let Some((info, demo)) = self.demo(hit, &decoded) {
+                infos.push(info);
+                inputs.push(demo);
+            }
+        }
+        Ok((infos, inputs))
+    }
+
+    /// One demo: the messages before the example's reply, its context at that moment, the fan's
+    /// profile, and the reply.
+    fn demo(&self, hit: Hit, decoded: &HashMap<u32, Conversation>) -> Option<(DemoInfo, Demo)> {
+        let e = self.artifact.examples.get(hit.id).copied()?;
+        let c = decoded.get(&e.conversation)?;
+        let turn_at = e.turn as usize;
+        let reply = c.messages.get(turn_at)?;
+        let before = &c.messages[..turn_at];
+        let window = self.artifact.settings.retrieval.context_messages;
+        let mut inputs = Inputs::new();
+        inputs.insert(
+            CHAT_HISTORY.into(),
+            transcript::history_text(&before[before.len().saturating_sub(window)..]),
+        );
+        if let Some(at) = reply.sent_at.or_else(|| before.last().and_then(|m| m.sent_at)) {
+            let facts = context::facts(before, c.fan.as_ref(), &self.tz, &self.tz_name, at);
+            inputs.insert(CONTEXT.into(), facts.render());
+        }
+        if let Some(profile) = c.fan.as_ref().and_then(context::profile_text) {
+            inputs.insert(FAN_PROFILE.into(), profile);
+        }
+        let info = DemoInfo {
+            id: hit.id,
+            score: hit.score,
+            conversation: c.id.clone().unwrap_or_else(|| format!("#{}", e.conversation)),
+            reply: reply.content.clone(),
+        };
+        Some((
+            info,
+            Demo {
+                inputs,
+                reply: reply.content.clone(),
+            },
+        ))
     }
 
     /// The prompt for a prepared turn, with refine hints added to the context field.
@@ -399,7 +443,7 @@ impl Persona {
 
     /// Asks the model, checks every draft with the filter, and falls back to one of the creator's
     /// own deflections when every draft is blocked.
-    pub async fn generate<M: ChatModel>(&self, model: &M, prepared: &Prepared) -> Result<Generated> {
+    async fn refine<M: ChatModel>(&self, model: &M, prepared: &Prepared) -> Result<refine::Outcome> {
         let settings = &self.artifact.settings;
         let prompt = |hints: &[String]| self.render(prepared, hints);
         let parse = |answer: &str| prompt::parse_reply(answer, &settings.signature, &settings.creator.name);
@@ -409,7 +453,7 @@ impl Persona {
         } else {
             1
         };
-        let outcome = refine::run(
+        refine::run(
             model,
             Refine {
                 attempts,
@@ -420,95 +464,185 @@ impl Persona {
                 input: prepared.input_verdict.clone(),
             },
         )
-        .await?;
-        Ok(Generated {
-            reply: outcome.reply,
-            calls: outcome.calls,
-            filter: outcome.filter,
-            candidates: Vec::new(),
-        })
+        .await
     }
 
-    /// Best-of-N in voice: `n` candidates sampled at `temperature` with seeds `seed..seed+n`, each
-    /// through the filter, and the one closest to the creator's style profile (like DSPy's
-    /// BestOfN with a reward function). The chosen reply lists every candidate.
-    pub async fn best_of(
+    /// Best-of-N in voice: each candidate through the refine loop with its own seed, and the one
+    /// closest to the creator's style profile kept (like DSPy's BestOfN with a reward function).
+    /// A generated reply beats a fallback deflection; among equals the higher style wins, and the
+    /// earlier candidate wins a tie.
+    async fn best_of<M: ChatModel>(
         &self,
-        client: &LlmClient,
+        model: &M,
         prepared: &Prepared,
-        n: u32,
-        temperature: f32,
-        seed: u64,
-    ) -> Result<Generated> {
+        sampling: Sampling,
+    ) -> Result<(refine::Outcome, Vec<Candidate>)> {
         let mut candidates = Vec::new();
-        let mut best: Option<(f64, Generated)> = None;
-        for i in 0..n.max(1) {
-            let model = client.with_sampling(temperature, seed.wrapping_add(u64::from(i)));
-            let generated = self.generate(&model, prepared).await?;
-            let style = self.profile.score(&generated.reply).style;
+        let mut best: Option<(f64, refine::Outcome)> = None;
+        let mut calls = 0;
+        for i in 0..sampling.n {
+            let sampled = model.with_sampling(sampling.temperature, sampling.seed.wrapping_add(u64::from(i)));
+            let outcome = self.refine(&sampled, prepared).await?;
+            calls += outcome.calls;
+            let style = self.profile().score(outcome.reply.as_str()).style;
             candidates.push(Candidate {
-                reply: generated.reply.clone(),
+                reply: outcome.reply.clone(),
                 style,
-                fallback: generated.filter.fallback,
+                fallback: outcome.filter.fallback,
             });
-            // A generated reply beats a fallback deflection; among equals, the higher style wins.
-            let key = style - if generated.filter.fallback { 1.0 } else { 0.0 };
+            let key = style - if outcome.filter.fallback { 1.0 } else { 0.0 };
             if best.as_ref().is_none_or(|(k, _)| key > *k) {
-                best = Some((key, generated));
+                best = Some((key, outcome));
             }
         }
         let (_, mut chosen) = best.context("no candidates were generated")?;
-        chosen.candidates = candidates;
-        Ok(chosen)
-    }
-
-    /// Fallback replies, best first: the creator's deflections nearest to the query, then the
-    /// configured ones.
-    fn fallbacks(&self, query: &[f32]) -> Vec<String> {
-        let mut scored: Vec<(f32, u32)> = self
-            .artifact
-            .filter
-            .deflections
-            .iter()
-            .filter_map(|&d| self.artifact.vectors.get(d as usize).map(|v| (dot(v, query), d)))
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut out: Vec<String> = scored
-            .into_iter()
-            .take(5)
-            .filter_map(|(_, d)| self.artifact.reply(d as usize))
-            .collect();
-        out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
-        out
+        chosen.calls = calls;
+        Ok((chosen, candidates))
     }
 }
 
-/// A best-of-N candidate, as reported by `ask --json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Candidate {
-    /// The candidate reply (it passed the filter).
-    pub reply: String,
-    /// Its style score.
-    pub style: f64,
-    /// Whether it is a fallback deflection.
-    pub fallback: bool,
-}
+#[cfg(test)]
+pub(crate) mod testing;
 
-/// Checks a fan message before anything else sees it.
-pub fn check_message(text: &str) -> Result<()> {
-    if text.trim().is_empty() {
-        bail!("the message is empty; type something for the fan to say");
-    }
-    let chars = text.chars().count();
-    if chars > MAX_MESSAGE_CHARS {
-        bail!("the message has {chars} characters, over the cap of {MAX_MESSAGE_CHARS}; shorten it");
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    //! The pipeline with the hashing embedder and a scripted model: no files, no network.
 
-/// Parses `--now`.
-pub fn parse_now(text: &str) -> Result<Timestamp> {
-    text.parse::<Timestamp>().with_context(|| {
-        format!("invalid --now `{text}`: expected an RFC 3339 time with an offset, e.g. 2026-11-28T23:40:00-05:00")
-    })
+    use super::testing::{self, fan_says, Scripted};
+    use super::*;
+
+    fn prepare(persona: &Persona, text: &str) -> Prepared {
+        let history = vec![fan_says(text)];
+        let turn = Turn {
+            history: &history,
+            fan: None,
+            now: testing::now(),
+            prefill: false,
+            demos: DemoMode::Nearest,
+        };
+        persona.prepare(&turn).unwrap()
+    }
+
+    #[test]
+    fn the_nearest_exchange_is_the_last_demo_and_is_in_the_prompt() {
+        let persona = testing::persona();
+        let prepared = prepare(&persona, "i made pancakes for breakfast this morning");
+        assert_eq!(prepared.demos.len(), 2);
+        let last = prepared.demos.last().unwrap();
+        assert_eq!(last.reply, "pancakes on a slow morning, that's the dream");
+        assert!(prepared.demos[0].score <= last.score);
+        let prompt = prompt::to_text(&prepared.messages);
+        assert!(prompt.contains("pancakes on a slow morning"), "{prompt}");
+        assert!(prompt.contains("i made pancakes for breakfast"), "{prompt}");
+    }
+
+    #[test]
+    fn zero_shot_has_no_demos_and_random_draws_k_distinct_ones() {
+        let persona = testing::persona();
+        let history = vec![fan_says("hello there")];
+        let mut turn = Turn {
+            history: &history,
+            fan: None,
+            now: testing::now(),
+            prefill: false,
+            demos: DemoMode::None,
+        };
+        assert!(persona.prepare(&turn).unwrap().demos.is_empty());
+        turn.demos = DemoMode::Random(3);
+        let random = persona.prepare(&turn).unwrap().demos;
+        assert_eq!(random.len(), 2);
+        assert_ne!(random[0].id, random[1].id);
+        assert_eq!(
+            random,
+            persona.prepare(&turn).unwrap().demos,
+            "the same seed draws the same demos"
+        );
+    }
+
+    #[test]
+    fn a_blocked_fan_message_adds_a_context_note() {
+        let persona = testing::persona();
+        let prepared = prepare(&persona, "what's your instagram?");
+        assert!(prepared.input_verdict.blocked);
+        assert!(
+            prepared.context.render().contains("never agree to it"),
+            "{}",
+            prepared.context.render()
+        );
+        let clean = prepare(&persona, "how was your day?");
+        assert!(!clean.input_verdict.blocked);
+        assert!(!clean.context.render().contains("never agree to it"));
+    }
+
+    #[tokio::test]
+    async fn a_blocked_draft_is_retried_and_the_answer_carries_the_clean_one() {
+        let persona = testing::persona();
+        let prepared = prepare(&persona, "i made pancakes");
+        let model = Scripted::new(&[
+            "add me on insta, it's wren.alder",
+            "pancakes and slow jazz, perfect",
+        ]);
+        let answer = persona.answer(&model, &prepared, Sampling::ONE).await.unwrap();
+        assert_eq!(answer.reply.as_str(), "pancakes and slow jazz, perfect");
+        assert_eq!((answer.calls, answer.filter.attempts), (2, 2));
+        assert!(answer.filter.output[0].blocked && !answer.filter.fallback);
+        let json = serde_json::to_string(&answer).unwrap();
+        assert!(
+            json.contains("\"reply\":\"pancakes and slow jazz, perfect\""),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_draft_blocked_falls_back_to_the_creators_own_deflection() {
+        let persona = testing::persona();
+        let prepared = prepare(&persona, "what's your snap?");
+        let model = Scripted::new(&["my snap is wren22", "text me 555 201 8890", "add me on telegram"]);
+        let answer = persona.answer(&model, &prepared, Sampling::ONE).await.unwrap();
+        assert!(answer.filter.fallback);
+        assert_eq!(answer.reply.as_str(), "mm i only live right here, petal");
+    }
+
+    #[tokio::test]
+    async fn best_of_samples_n_seeds_and_keeps_the_candidate_closest_in_style() {
+        let persona = testing::persona();
+        let prepared = prepare(&persona, "how was your weekend");
+        let model = Scripted::new(&[
+            "Certainly! As an AI language model, I would be happy to help you with your weekend plans.",
+            "quiet, i read by the window and watched the rain",
+            "Hello! Thank you for your message. Please let me know if there is anything else.",
+        ]);
+        let sampling = Sampling::new(3, 0.0, Some(40)).unwrap();
+        let answer = persona.answer(&model, &prepared, sampling).await.unwrap();
+        assert_eq!(
+            answer.reply.as_str(),
+            "quiet, i read by the window and watched the rain"
+        );
+        assert_eq!(answer.candidates.len(), 3);
+        assert_eq!(answer.calls, 3, "calls are summed over the candidates");
+        let seeds: Vec<_> = model.calls().iter().map(|c| c.sampling).collect();
+        assert_eq!(
+            seeds,
+            vec![
+                Some((CANDIDATE_TEMPERATURE, 40)),
+                Some((CANDIDATE_TEMPERATURE, 41)),
+                Some((CANDIDATE_TEMPERATURE, 42))
+            ],
+            "temperature 0 is raised to the candidate temperature; seeds count up"
+        );
+    }
+
+    #[test]
+    fn sampling_is_validated_in_one_place() {
+        assert_eq!(Sampling::new(0, 0.5, None), Err(RequestError::Candidates(0)));
+        assert_eq!(Sampling::new(9, 0.5, None), Err(RequestError::Candidates(9)));
+        let s = Sampling::new(2, 0.9, Some(1)).unwrap();
+        assert_eq!((s.n(), s.temperature, s.seed()), (2, 0.9, 1));
+        assert_eq!(check_message("  "), Err(RequestError::EmptyMessage));
+        let long = "a".repeat(MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            check_message(&long),
+            Err(RequestError::MessageTooLong(MAX_MESSAGE_CHARS + 1))
+        );
+    }
 }

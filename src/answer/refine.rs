@@ -6,6 +6,10 @@
 //! then fall back to a clean deflection. A blocked draft never leaves this module except inside
 //! its verdict's report. The checker and the prompt builder are passed in, so the loop is tested
 //! with a stand-in model.
+//!
+//! The loop's result is a [`CleanReply`], which only this module can construct: every path that
+//! puts text in front of a fan, into the history store or into an API `reply` field takes one, so
+//! a reply that skipped the filter does not compile.
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -29,11 +33,36 @@ pub struct FilterReport {
     pub fallback: bool,
 }
 
+/// A reply that passed the output filter. Its field is private and only the refine loop makes
+/// one, so holding a `CleanReply` proves the text was checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CleanReply(String);
+
+impl CleanReply {
+    /// A reply for unit tests of the stores that keep one; not compiled into the program.
+    #[cfg(test)]
+    pub(crate) fn for_tests(text: &str) -> Self {
+        CleanReply(text.into())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CleanReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The reply and how it was reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
-    /// The reply the fan sees; always passed the filter.
-    pub reply: String,
+    /// The reply the fan sees; it passed the filter.
+    pub reply: CleanReply,
     /// Model calls made.
     pub calls: u32,
     /// The filter's verdicts.
@@ -93,7 +122,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
         if !blocked {
             let attempts = verdicts.len() as u32;
             return Ok(Outcome {
-                reply: draft,
+                reply: CleanReply(draft),
                 calls,
                 filter: FilterReport {
                     input: r.input,
@@ -108,7 +137,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
     for candidate in r.fallbacks {
         if !(r.check)(&candidate)?.blocked {
             return Ok(Outcome {
-                reply: candidate,
+                reply: CleanReply(candidate),
                 calls,
                 filter: FilterReport {
                     input: r.input,
@@ -134,6 +163,11 @@ mod tests {
     struct Scripted(Mutex<Vec<&'static str>>);
 
     impl ChatModel for Scripted {
+        fn with_sampling(&self, _: f32, _: u64) -> Self {
+            let script = self.0.lock().unwrap().clone();
+            Scripted(Mutex::new(script))
+        }
+
         async fn complete(&self, _: &[ChatMessage], _: u32) -> Result<Completion, LlmError> {
             let mut script = self.0.lock().unwrap();
             let text = if script.is_empty() { "" } else { script.remove(0) };
@@ -177,7 +211,7 @@ mod tests {
         )
         .await;
         let outcome = outcome.unwrap();
-        assert_eq!(outcome.reply, "mm i only live right here, petal");
+        assert_eq!(outcome.reply.as_str(), "mm i only live right here, petal");
         assert_eq!(outcome.filter.attempts, 2);
         assert!(outcome.filter.output[0].blocked && !outcome.filter.output[1].blocked);
         assert!(outcome.filter.input.blocked);
@@ -197,7 +231,8 @@ mod tests {
         let (outcome, _) = drive(script, fallbacks).await;
         let outcome = outcome.unwrap();
         assert_eq!(
-            outcome.reply, "hehe you've got me right here 🌙",
+            outcome.reply.as_str(),
+            "hehe you've got me right here 🌙",
             "the blocked fallback is skipped"
         );
         assert!(outcome.filter.fallback);

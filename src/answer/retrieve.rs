@@ -17,9 +17,9 @@ pub const CLOSE_MARGIN: f32 = 0.10;
 /// Replies whose word sets overlap at least this much (Jaccard) are near-duplicates.
 pub const DUPLICATE_JACCARD: f32 = 0.8;
 
-/// A candidate demo: its hit, its conversation and its reply.
+/// A neighbour that may become a demo: its hit, its conversation and its reply.
 #[derive(Debug, Clone)]
-pub struct Candidate<'a> {
+pub struct Neighbour<'a> {
     /// The search hit.
     pub hit: Hit,
     /// The conversation it comes from.
@@ -29,11 +29,11 @@ pub struct Candidate<'a> {
 }
 
 /// Picks `k` demos from candidates given nearest first, and returns them nearest last.
-pub fn select(candidates: &[Candidate<'_>], k: usize) -> Vec<Hit> {
+pub fn select(candidates: &[Neighbour<'_>], k: usize) -> Vec<Hit> {
     let Some(best) = candidates.first().map(|c| c.hit.score) else {
         return Vec::new();
     };
-    let mut chosen: Vec<&Candidate> = Vec::new();
+    let mut chosen: Vec<&Neighbour> = Vec::new();
     let mut words: Vec<HashSet<String>> = Vec::new();
     let mut conversations = HashSet::new();
 
@@ -65,7 +65,7 @@ pub fn select(candidates: &[Candidate<'_>], k: usize) -> Vec<Hit> {
 }
 
 /// Whether `c` adds something new; records its words when it does.
-fn admit(c: &Candidate<'_>, chosen: &[&Candidate<'_>], words: &mut Vec<HashSet<String>>) -> bool {
+fn admit(c: &Neighbour<'_>, chosen: &[&Neighbour<'_>], words: &mut Vec<HashSet<String>>) -> bool {
     let w = word_set(c.reply);
     if chosen.iter().any(|d| d.hit.id == c.hit.id)
         || words.iter().any(|o| jaccard(o, &w) >= DUPLICATE_JACCARD)
@@ -94,8 +94,8 @@ fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
 mod tests {
     use super::*;
 
-    fn c(id: usize, score: f32, conversation: u32, reply: &str) -> Candidate<'_> {
-        Candidate {
+    fn c(id: usize, score: f32, conversation: u32, reply: &str) -> Neighbour<'_> {
+        Neighbour {
             hit: Hit { id, score },
             conversation,
             reply,
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn selection_table() {
         // (case, candidates nearest first, k, expected ids nearest last)
-        let cases: Vec<(&str, Vec<Candidate>, usize, Vec<usize>)> = vec![
+        let cases: Vec<(&str, Vec<Neighbour>, usize, Vec<usize>)> = vec![
             (
                 "plain top k, nearest last",
                 vec![c(1, 0.9, 1, "a"), c(2, 0.8, 2, "b"), c(3, 0.7, 3, "c")],

@@ -454,6 +454,16 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
     if let Some(bad) = filter.deflections.iter().find(|&&d| d as usize >= examples.len()) {
         return Err(inconsistent(format!("deflection {bad} is not an example")));
     }
+    style.validate().map_err(inconsistent)?;
+    settings
+        .signature
+        .validate()
+        .map_err(|e| inconsistent(e.to_string()))?;
+    if let Some((category, example, _)) = filter.examples.vectors.iter().find(|(_, _, v)| v.len() != dims) {
+        return Err(inconsistent(format!(
+            "filter example {example} of category {category} is not {dims}-dimensional"
+        )));
+    }
     Ok(Artifact {
         manifest,
         settings,
@@ -715,6 +725,37 @@ mod tests {
             ("ef_search", huge_ef, "index.ef_search"),
             ("k", no_k, "retrieval.k"),
             ("held-out", ghost, "held-out conversation"),
+        ] {
+            let err = read_bytes(&bytes_of(&artifact)).unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("persona compile"),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    /// Sections with valid checksums whose contents have the wrong shape: each is refused on open
+    /// with the rebuild advice, and none can reach a scoring function that would panic or divide
+    /// by zero.
+    #[test]
+    fn well_checksummed_but_malformed_sections_are_refused() {
+        let mut zero_spread = sample();
+        zero_spread.style.surface_std[0] = 0.0;
+        let mut nan_mean = sample();
+        nan_mean.style.surface_mean[3] = f64::NAN;
+        let mut negative_spread = sample();
+        negative_spread.style.surface_std[8] = -1.0;
+        let mut short_example = sample();
+        short_example.filter.examples.vectors.push((0, 0, vec![0.5; 2]));
+        let mut no_output = sample();
+        no_output.settings.signature.output.name = String::new();
+        for (name, artifact, expected) in [
+            ("zero spread", zero_spread, "surface statistics"),
+            // NaN is written as JSON null, which does not decode as a number.
+            ("nan mean", nan_mean, "style profile"),
+            ("negative spread", negative_spread, "surface statistics"),
+            ("short filter example", short_example, "dimensional"),
+            ("empty output field", no_output, "inconsistent"),
         ] {
             let err = read_bytes(&bytes_of(&artifact)).unwrap_err().to_string();
             assert!(

@@ -1,24 +1,23 @@
 //! `persona ask`: one answer, or a chat loop, from the command line.
 //!
-//! Orchestrates the runtime for a person at a terminal: loads the persona once, keeps the
-//! conversation (in memory, or per fan in the history store), prints replies, prompts and JSON.
-//! The stages themselves are in `runtime`; the topic-filter stage will sit between `prepare` and
-//! printing the reply.
+//! A thin caller of the answer pipeline for a person at a terminal: loads the persona once,
+//! keeps the conversation (in memory, or per fan in the history store), and prints replies,
+//! prompts and JSON. Building the turn, choosing demos, filtering and best-of-N are all in
+//! [`crate::answer`].
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use jiff::Timestamp;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::answer::prompt;
-use crate::answer::{self, DemoMode, Generated, Persona, Prepared, Turn};
+use crate::answer::{self, Answer, CleanReply, DemoMode, Persona, Prepared, Sampling, Turn};
 use crate::cli::AskArgs;
 use crate::config::Config;
 use crate::conversation::{FanProfile, Message};
 use crate::filter::Verdict;
 use crate::history::{self, HistoryStore};
-use crate::llm::LlmClient;
+use crate::llm::{ChatMessage, LlmClient};
 use crate::paths::Assets;
 
 /// Where the conversation lives during a session.
@@ -48,11 +47,18 @@ impl Session {
         })
     }
 
-    fn record(&mut self, message: Message) -> Result<()> {
+    /// Keeps an exchange: in the store as one transaction, then in memory.
+    fn record(&mut self, fan_message: Message, reply: &CleanReply, at: Timestamp) -> Result<()> {
         if let Some((store, fan)) = &mut self.store {
-            store.append(fan, &message)?;
+            store.record_exchange(fan, &fan_message, reply, at)?;
         }
-        self.history.push(message);
+        let sent_at = fan_message.sent_at;
+        self.history.push(fan_message);
+        self.history.push(Message {
+            from_creator: true,
+            content: reply.as_str().to_string(),
+            sent_at: Some(sent_at.map_or(at, |s| s.max(at))),
+        });
         Ok(())
     }
 
@@ -65,6 +71,66 @@ impl Session {
     }
 }
 
+/// What `ask` needs for every message of a session.
+struct Asker<'a> {
+    args: &'a AskArgs,
+    persona: Persona,
+    client: LlmClient,
+    rt: tokio::runtime::Runtime,
+    sampling: Sampling,
+    prefill: bool,
+    fixed_now: Option<Timestamp>,
+}
+
+impl Asker<'_> {
+    fn now(&self) -> Timestamp {
+        self.fixed_now.unwrap_or_else(Timestamp::now)
+    }
+
+    /// Answers one fan message: the prepared turn always, the answer unless `--dry-run`. The
+    /// exchange is recorded only once the reply exists, so a failed call stores nothing.
+    fn answer(&self, session: &mut Session, text: &str) -> Result<(Prepared, Option<Answer>)> {
+        let fan_message = Message {
+            from_creator: false,
+            content: text.trim().to_string(),
+            sent_at: Some(self.now()),
+        };
+        let mut history = session.history.clone();
+        history.push(fan_message.clone());
+        let turn = Turn {
+            history: &history,
+            fan: session.profile.as_ref(),
+            now: self.now(),
+            prefill: self.prefill,
+            demos: DemoMode::Nearest,
+        };
+        let prepared = self.persona.prepare(&turn)?;
+        if self.args.dry_run {
+            return Ok((prepared, None));
+        }
+        if self.args.show_prompt {
+            eprintln!("{}", answer::prompt::to_text(&prepared.messages));
+            eprintln!(
+                "filter on the fan's message: {}",
+                describe(&prepared.input_verdict)
+            );
+        }
+        let answer = self
+            .rt
+            .block_on(self.persona.answer(&self.client, &prepared, self.sampling))?;
+        if self.args.show_prompt {
+            for (i, v) in answer.filter.output.iter().enumerate() {
+                eprintln!("filter on draft {}: {}", i + 1, describe(v));
+            }
+            if answer.filter.fallback {
+                eprintln!("every draft was blocked; replying with a deflection from the training data");
+            }
+        }
+        session.record(fan_message, &answer.reply, self.now())?;
+        Ok((prepared, Some(answer)))
+    }
+}
+
 /// Runs `persona ask`.
 pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     let process_started = std::time::Instant::now();
@@ -72,109 +138,45 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
         answer::check_message(message)?;
     }
     let fixed_now = args.now.as_deref().map(answer::parse_now).transpose()?;
-    anyhow::ensure!(
-        (1..=8).contains(&args.candidates),
-        "--candidates must be between 1 and 8, got {}",
-        args.candidates
-    );
-    if args.candidates > 1 && config.llm.temperature == 0.0 {
-        anyhow::bail!("--candidates needs a temperature above 0, or every candidate is the same; pass --temperature 0.7");
-    }
-    if let Some(k) = args.k {
-        anyhow::ensure!((1..=32).contains(&k), "--k must be between 1 and 32, got {k}");
-    }
-    let persona = Persona::load(
-        &args.artifact,
-        &Assets::locate(),
-        config.embedding.effective_threads(),
-    )?;
-    let client = LlmClient::new(config.llm.clone())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let mut session = Session::open(args)?;
-    let k = args.k.unwrap_or(persona.artifact.settings.retrieval.k);
-
-    let answer = |session: &mut Session,
-                  persona: &Persona,
-                  text: &str|
-     -> Result<(Prepared, Option<Generated>)> {
-        let now = fixed_now.unwrap_or_else(Timestamp::now);
-        let fan_message = Message {
-            from_creator: false,
-            content: text.trim().to_string(),
-            sent_at: Some(now),
-        };
-        let mut history = session.history.clone();
-        history.push(fan_message.clone());
-        let turn = Turn {
-            history: &history,
-            fan: session.profile.as_ref(),
-            now,
-            k,
-            prefill: config.llm.prefill,
-            demos: DemoMode::Nearest,
-        };
-        let prepared = persona.prepare(&turn)?;
-        if args.dry_run {
-            return Ok((prepared, None));
-        }
-        if args.show_prompt {
-            eprintln!("{}", prompt::to_text(&prepared.messages));
-            eprintln!(
-                "filter on the fan's message: {}",
-                describe(&prepared.input_verdict)
-            );
-        }
-        // The fan's message is kept even if the model then fails: the fan did send it.
-        session.record(fan_message)?;
-        let generated = if args.candidates > 1 {
-            let seed = config
-                .llm
-                .seed
-                .unwrap_or_else(|| Timestamp::now().as_nanosecond() as u64);
-            rt.block_on(persona.best_of(&client, &prepared, args.candidates, config.llm.temperature, seed))?
-        } else {
-            rt.block_on(persona.generate(&client, &prepared))?
-        };
-        if args.show_prompt {
-            for (i, v) in generated.filter.output.iter().enumerate() {
-                eprintln!("filter on draft {}: {}", i + 1, describe(v));
-            }
-            if generated.filter.fallback {
-                eprintln!("every draft was blocked; replying with a deflection from the training data");
-            }
-        }
-        let reply_at = fixed_now.unwrap_or_else(Timestamp::now);
-        session.record(Message {
-            from_creator: true,
-            content: generated.reply.clone(),
-            sent_at: Some(reply_at),
-        })?;
-        Ok((prepared, Some(generated)))
+    let sampling = Sampling::new(args.candidates, config.llm.temperature, config.llm.seed)?;
+    let asker = Asker {
+        args,
+        persona: Persona::load(
+            &args.artifact,
+            &Assets::locate(),
+            config.embedding.effective_threads(),
+            &config.runtime,
+        )?,
+        client: LlmClient::new(config.llm.clone())?,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?,
+        sampling,
+        prefill: config.llm.prefill,
+        fixed_now,
     };
-
+    let mut session = Session::open(args)?;
     let mut out = std::io::stdout().lock();
-    if let Some(message) = &args.message {
-        let (prepared, generated) = answer(&mut session, &persona, message)?;
-        print_answer(&mut out, args, &prepared, generated.as_ref())?;
-        if crate::config::env("PERSONA_TIMINGS").is_some() {
-            for (phase, took) in persona.timings() {
-                eprintln!("timing {:<36} {:>8.1} ms", phase, took.as_secs_f64() * 1000.0);
-            }
-            eprintln!(
-                "timing {:<36} {:>8.1} ms",
-                "process start to answer",
-                process_started.elapsed().as_secs_f64() * 1000.0
-            );
+    let Some(message) = &args.message else {
+        return chat_loop(&asker, &mut session, &mut out);
+    };
+    let (prepared, answer) = asker.answer(&mut session, message)?;
+    print_answer(&mut out, args, &prepared, answer.as_ref())?;
+    if crate::config::env("PERSONA_TIMINGS").is_some() {
+        for (phase, took) in asker.persona.timings() {
+            eprintln!("timing {:<36} {:>8.1} ms", phase, took.as_secs_f64() * 1000.0);
         }
-        return Ok(());
+        let total = process_started.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("timing {:<36} {:>8.1} ms", "process start to answer", total);
     }
+    Ok(())
+}
 
-    // The chat loop.
+/// The interactive loop: one fan message per line, with `/prompt`, `/reset` and `/quit`.
+fn chat_loop(asker: &Asker<'_>, session: &mut Session, out: &mut impl Write) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
-    let creator = persona.creator().to_string();
+    let creator = asker.persona.creator().to_string();
     eprintln!(
         "chatting as the fan with {creator}; /prompt shows the last prompt, /reset forgets, /quit leaves"
     );
@@ -205,12 +207,12 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
             eprintln!("error: {e:#}");
             continue;
         }
-        match answer(&mut session, &persona, text) {
-            Ok((prepared, generated)) => {
-                last_prompt = Some(prompt::to_text(&prepared.messages));
-                match &generated {
-                    Some(g) if !args.json => writeln!(out, "{creator}> {}", g.reply)?,
-                    _ => print_answer(&mut out, args, &prepared, generated.as_ref())?,
+        match asker.answer(session, text) {
+            Ok((prepared, answer)) => {
+                last_prompt = Some(answer::prompt::to_text(&prepared.messages));
+                match &answer {
+                    Some(a) if !asker.args.json => writeln!(out, "{creator}> {}", a.reply)?,
+                    _ => print_answer(out, asker.args, &prepared, answer.as_ref())?,
                 }
                 out.flush()?;
             }
@@ -220,53 +222,83 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     Ok(())
 }
 
+/// `ask --json`: the pipeline's [`Answer`], or for `--dry-run` what was prepared, plus the prompt
+/// with `--dry-run` or `--show-prompt`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AskJson<'a> {
+    Answered {
+        #[serde(flatten)]
+        answer: &'a Answer,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt: Option<&'a [ChatMessage]>,
+    },
+    Prepared {
+        reply: Option<()>,
+        demos: &'a [answer::DemoInfo],
+        context: &'a answer::context::Facts,
+        filter: InputOnly<'a>,
+        prompt: &'a [ChatMessage],
+    },
+}
+
+#[derive(Serialize)]
+struct InputOnly<'a> {
+    input: &'a Verdict,
+}
+
 fn print_answer(
     out: &mut impl Write,
     args: &AskArgs,
     prepared: &Prepared,
-    generated: Option<&Generated>,
+    answer: Option<&Answer>,
 ) -> Result<()> {
     if args.json {
-        let mut value = json!({
-            "reply": generated.map(|g| &g.reply),
-            "demos": prepared.demos,
-            "context": prepared.context,
-            "attempts": generated.map_or(0, |g| g.filter.attempts),
-            "calls": generated.map_or(0, |g| g.calls),
-            "candidates": generated.map(|g| &g.candidates),
-            "filter": match generated {
-                Some(g) => json!(g.filter),
-                None => json!({"input": prepared.input_verdict}),
+        let value = match answer {
+            Some(answer) => AskJson::Answered {
+                answer,
+                prompt: args.show_prompt.then_some(prepared.messages.as_slice()),
             },
-        });
-        if args.dry_run || args.show_prompt {
-            value["prompt"] = json!(prepared.messages);
-        }
+            None => AskJson::Prepared {
+                reply: None,
+                demos: &prepared.demos,
+                context: &prepared.context,
+                filter: InputOnly {
+                    input: &prepared.input_verdict,
+                },
+                prompt: &prepared.messages,
+            },
+        };
         serde_json::to_writer(&mut *out, &value)?;
         writeln!(out)?;
-    } else if args.dry_run {
-        writeln!(out, "demos (nearest last):")?;
-        for d in &prepared.demos {
-            writeln!(
-                out,
-                "  #{:<5} score {:.3}  [{}] {}",
-                d.id, d.score, d.conversation, d.reply
-            )?;
-        }
-        writeln!(
-            out,
-            "context:\n  {}",
-            prepared.context.render().replace('\n', "\n  ")
-        )?;
-        writeln!(
-            out,
-            "filter on the fan's message: {}",
-            describe(&prepared.input_verdict)
-        )?;
-        writeln!(out, "{}", prompt::to_text(&prepared.messages))?;
-    } else if let Some(g) = generated {
-        writeln!(out, "{}", g.reply)?;
+    } else if let Some(a) = answer {
+        writeln!(out, "{}", a.reply)?;
+    } else {
+        print_dry_run(out, prepared)?;
     }
+    Ok(())
+}
+
+fn print_dry_run(out: &mut impl Write, prepared: &Prepared) -> Result<()> {
+    writeln!(out, "demos (nearest last):")?;
+    for d in &prepared.demos {
+        writeln!(
+            out,
+            "  #{:<5} score {:.3}  [{}] {}",
+            d.id, d.score, d.conversation, d.reply
+        )?;
+    }
+    writeln!(
+        out,
+        "context:\n  {}",
+        prepared.context.render().replace('\n', "\n  ")
+    )?;
+    writeln!(
+        out,
+        "filter on the fan's message: {}",
+        describe(&prepared.input_verdict)
+    )?;
+    writeln!(out, "{}", answer::prompt::to_text(&prepared.messages))?;
     Ok(())
 }
 

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::artifact::conversation_table::ConversationTable;
 use crate::artifact::{self, Artifact, CompiledFilter, DatasetInfo, Heldout, Manifest, Settings};
 use crate::config::Config;
-use crate::conversation::dataset;
 use crate::conversation::transcript;
+use crate::conversation::{dataset, Conversation, Example};
 use crate::embed::cache::{embed_with_cache, EmbedCache};
 use crate::embed::{hex, Embedder};
 use crate::eval::style::StyleProfile;
@@ -101,20 +101,163 @@ pub fn run(
         )
     })?;
     check_output_dir(output)?;
-    let dataset_sha256 = hex(&Sha256::digest(&bytes));
+    let info = DatasetInfo {
+        path: dataset_path.display().to_string(),
+        sha256: hex(&Sha256::digest(&bytes)),
+        conversations: conversations.len(),
+        messages: conversations.iter().map(|c| c.messages.len()).sum(),
+    };
     drop(bytes);
     clock.lap("read and parse the dataset");
+    let (compiled, counts) = build(config, conversations, info, embedder, cache, &mut clock)
+        .with_context(|| format!("compiling the dataset `{}`", dataset_path.display()))?;
+    artifact::write(output, &compiled)?;
+    clock.lap("write the artifact");
+    Ok(Summary {
+        artifact: output.to_path_buf(),
+        conversations: compiled.conversations.len(),
+        examples: compiled.examples.len(),
+        dims: compiled.manifest.embedding.dims,
+        embedded: counts.embedded,
+        cached: compiled.examples.len() - counts.embedded,
+        duplicates_dropped: counts.duplicates,
+        heldout_conversations: compiled.manifest.heldout.conversations.len(),
+        deflections: compiled.filter.deflections.len(),
+        blocked_replies_excluded: counts.blocked_replies,
+        seconds: started.elapsed().as_secs_f64(),
+        phases: clock.phases,
+    })
+}
 
+/// What `build` counted on the way, for the summary.
+struct Counts {
+    embedded: usize,
+    duplicates: usize,
+    blocked_replies: usize,
+}
+
+/// Builds the artifact in memory from parsed conversations: the hold-out split, the examples,
+/// their embeddings, the HNSW graph, the filter's compiled parts and the style profile. No file
+/// is touched but the embedding cache's.
+fn build(
+    config: &Config,
+    conversations: Vec<Conversation>,
+    dataset: DatasetInfo,
+    embedder: &mut dyn Embedder,
+    cache: &mut EmbedCache,
+    clock: &mut Clock,
+) -> Result<(Artifact, Counts)> {
     let heldout: Vec<usize> = (0..conversations.len())
         .filter(|&i| dataset::is_held_out(&conversations[i], config.compile.holdout))
         .collect();
-    let window = config.retrieval.context_messages;
-    let (all_examples, duplicates) = dataset::examples(&conversations, window);
     let mut filter = Filter::new(config.filter.clone())?;
+    let (examples, duplicates, blocked_replies) = select_examples(config, &conversations, &heldout, &filter);
+    clock.lap("examples, hold-out and lexical filter");
+
+    let window = config.retrieval.context_messages;
+    let texts: Vec<String> = examples
+        .iter()
+        .map(|e| {
+            let c = &conversations[e.conversation as usize];
+            transcript::embedding_text(&c.messages[..e.turn as usize], window)
+        })
+        .collect();
+    let bar = progress_bar(texts.len() as u64, "embedding");
+    let (vectors, embedded) = embed_with_cache(
+        embedder,
+        cache,
+        &texts,
+        config.embedding.batch_size,
+        &mut |done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    cache.unload()?;
+    drop(texts);
+    clock.lap("embed (through the cache)");
+
+    let graph = index::build(&vectors, config.index)?;
+    clock.lap("hnsw build");
+    filter.embed_examples(embedder)?;
+    let deflections = deflections(&filter, &conversations, &examples);
+    let style = style_profile(&conversations, &examples, &heldout);
+    let manifest = Manifest {
+        persona_version: env!("CARGO_PKG_VERSION").into(),
+        format_version: artifact::FORMAT_VERSION,
+        created_at: jiff::Timestamp::now().to_string(),
+        embedding: embedder.info().clone(),
+        dataset,
+        examples: examples.len(),
+        duplicates_dropped: duplicates,
+        hnsw: config.index,
+        heldout: Heldout {
+            fraction: config.compile.holdout,
+            conversations: heldout,
+        },
+    };
+    let compiled = Artifact {
+        manifest,
+        settings: Settings {
+            creator: config.creator.clone(),
+            signature: config.signature.clone(),
+            retrieval: config.retrieval,
+            filter: config.filter.clone(),
+        },
+        conversations: ConversationTable::build(&conversations)?,
+        examples,
+        vectors,
+        graph,
+        filter: CompiledFilter {
+            examples: filter.examples().clone(),
+            deflections,
+        },
+        style,
+    };
+    clock.lap("filter examples, deflections, style profile");
+    let counts = Counts {
+        embedded,
+        duplicates,
+        blocked_replies,
+    };
+    Ok((compiled, counts))
+}
+
+/// Builds an artifact in memory from conversations, with no file and no embedding cache: for
+/// tests of the answer pipeline with a fake embedder, and for tools that hold data in memory.
+pub fn build_in_memory(
+    config: &Config,
+    conversations: Vec<Conversation>,
+    embedder: &mut dyn Embedder,
+) -> Result<Artifact> {
+    let dataset = DatasetInfo {
+        path: "(in memory)".into(),
+        sha256: String::new(),
+        conversations: conversations.len(),
+        messages: conversations.iter().map(|c| c.messages.len()).sum(),
+    };
+    let mut cache = EmbedCache::disabled(embedder.info());
+    let mut clock = Clock {
+        last: Instant::now(),
+        phases: Vec::new(),
+    };
+    Ok(build(config, conversations, dataset, embedder, &mut cache, &mut clock)?.0)
+}
+
+/// The examples to index: every creator turn of the conversations not held out, duplicates
+/// dropped among those only (so a held-out twin never removes an indexed example), and replies
+/// the lexical filter blocks left out unless configured otherwise. Returns the examples, the
+/// duplicates dropped and the blocked replies left out, and warns about both on stderr.
+fn select_examples(
+    config: &Config,
+    conversations: &[Conversation],
+    heldout: &[usize],
+    filter: &Filter,
+) -> (Vec<Example>, usize, usize) {
+    let (indexed, duplicates) = dataset::examples(conversations, config.retrieval.context_messages, |c| {
+        heldout.binary_search(&c).is_err()
+    });
     let mut blocked_replies = 0;
-    let examples: Vec<crate::conversation::Example> = all_examples
+    let examples: Vec<Example> = indexed
         .into_iter()
-        .filter(|e| heldout.binary_search(&(e.conversation as usize)).is_err())
         .filter(|e| {
             let reply = &conversations[e.conversation as usize].messages[e.turn as usize].content;
             let keep = !(config.filter.exclude_blocked_demos && filter.check_lexical(reply).blocked);
@@ -134,99 +277,12 @@ pub fn run(
             "warning: dropped {duplicates} duplicate example(s) (same preceding messages and same reply)"
         );
     }
-    let texts: Vec<String> = examples
-        .iter()
-        .map(|e| {
-            let c = &conversations[e.conversation as usize];
-            transcript::embedding_text(&c.messages[..e.turn as usize], window)
-        })
-        .collect();
-
-    clock.lap("examples, hold-out and lexical filter");
-    let bar = progress_bar(texts.len() as u64, "embedding");
-    let (vectors, embedded) = embed_with_cache(
-        embedder,
-        cache,
-        &texts,
-        config.embedding.batch_size,
-        &mut |done| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    cache.unload()?;
-    drop(texts);
-    clock.lap("embed (through the cache)");
-
-    let graph = index::build(&vectors, config.index)
-        .with_context(|| format!("indexing the dataset `{}`", dataset_path.display()))?;
-    clock.lap("hnsw build");
-    let info = embedder.info().clone();
-    let manifest = Manifest {
-        persona_version: env!("CARGO_PKG_VERSION").into(),
-        format_version: artifact::FORMAT_VERSION,
-        created_at: jiff::Timestamp::now().to_string(),
-        embedding: info.clone(),
-        dataset: DatasetInfo {
-            path: dataset_path.display().to_string(),
-            sha256: dataset_sha256,
-            conversations: conversations.len(),
-            messages: conversations.iter().map(|c| c.messages.len()).sum(),
-        },
-        examples: examples.len(),
-        duplicates_dropped: duplicates,
-        hnsw: config.index,
-        heldout: Heldout {
-            fraction: config.compile.holdout,
-            conversations: heldout.clone(),
-        },
-    };
-    filter.embed_examples(embedder)?;
-    let deflections = deflections(&filter, &conversations, &examples);
-    let style = style_profile(&conversations, &examples, &heldout);
-    let compiled = Artifact {
-        manifest,
-        settings: Settings {
-            creator: config.creator.clone(),
-            signature: config.signature.clone(),
-            retrieval: config.retrieval,
-            filter: config.filter.clone(),
-        },
-        conversations: ConversationTable::build(&conversations)?,
-        examples,
-        vectors,
-        graph,
-        filter: CompiledFilter {
-            examples: filter.examples().clone(),
-            deflections,
-        },
-        style,
-    };
-    drop(conversations);
-    clock.lap("filter examples, deflections, style profile");
-    artifact::write(output, &compiled)?;
-    clock.lap("write the artifact");
-    Ok(Summary {
-        artifact: output.to_path_buf(),
-        conversations: compiled.conversations.len(),
-        examples: compiled.examples.len(),
-        dims: info.dims,
-        embedded,
-        cached: compiled.examples.len() - embedded,
-        duplicates_dropped: duplicates,
-        heldout_conversations: heldout.len(),
-        deflections: compiled.filter.deflections.len(),
-        blocked_replies_excluded: blocked_replies,
-        seconds: started.elapsed().as_secs_f64(),
-        phases: clock.phases,
-    })
+    (examples, duplicates, blocked_replies)
 }
 
 /// The examples where the fan asked for something the filter blocks and the creator's reply is
 /// clean: the creator's own deflections. Lexical checks only, so this costs no embedding.
-fn deflections(
-    filter: &Filter,
-    conversations: &[crate::conversation::Conversation],
-    examples: &[crate::conversation::Example],
-) -> Vec<u32> {
+fn deflections(filter: &Filter, conversations: &[Conversation], examples: &[Example]) -> Vec<u32> {
     examples
         .iter()
         .enumerate()
@@ -245,11 +301,7 @@ fn deflections(
 
 /// The creator's style profile: the indexed replies, contrasted with the fans' messages in the
 /// conversations the index was built from (held-out ones excluded).
-fn style_profile(
-    conversations: &[crate::conversation::Conversation],
-    examples: &[crate::conversation::Example],
-    heldout: &[usize],
-) -> StyleProfile {
+fn style_profile(conversations: &[Conversation], examples: &[Example], heldout: &[usize]) -> StyleProfile {
     let replies: Vec<&str> = examples
         .iter()
         .filter_map(|e| {

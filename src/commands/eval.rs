@@ -10,14 +10,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::answer::Persona;
+use crate::answer::{Persona, Sampling};
 use crate::cli::EvalArgs;
+use crate::commands::compile::progress_bar;
 use crate::config::{Config, Overrides};
 use crate::eval::report::{self, Report};
-use crate::eval::{
-    bar, difference, generate, generate_best_of, items, read_responses, score, validity, ItemScore, Reply,
-    System,
-};
+use crate::eval::{difference, generate, items, read_responses, score, validity, ItemScore, Reply, System};
 
 /// Runs `persona eval`: the report on stdout (and in `--report DIR`); with `--gate`, exit 1 when a
 /// gate condition fails, otherwise the failures are printed as warnings and the exit code is 0.
@@ -105,6 +103,7 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
         &options.artifact,
         &crate::paths::Assets::locate(),
         config.embedding.effective_threads(),
+        &config.runtime,
     )?;
     let profile = persona.profile().clone();
 
@@ -125,33 +124,13 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let bar = bar(items.len() * options.systems.len());
-        let prefill = config.llm.prefill;
+        let bar = progress_bar((items.len() * options.systems.len()) as u64, "eval");
+        let sampling = Sampling::new(3, config.llm.temperature, Some(options.seed))?;
         for &system in &options.systems {
             let mut tick = || bar.inc(1);
-            if system == System::BestOf3 {
-                let (best, first) = rt.block_on(generate_best_of(
-                    &persona,
-                    &client,
-                    &items,
-                    prefill,
-                    options.seed,
-                    &mut tick,
-                ))?;
-                runs.push((System::BestOf3, best));
-                runs.push((System::Sampled1, first));
-            } else {
-                let replies = rt.block_on(generate(
-                    &persona,
-                    &client,
-                    system,
-                    &items,
-                    prefill,
-                    options.seed,
-                    &mut tick,
-                ))?;
-                runs.push((system, replies));
-            }
+            let prefill = config.llm.prefill;
+            let generated = generate(&persona, &client, system, &items, prefill, sampling, &mut tick);
+            runs.extend(rt.block_on(generated)?);
         }
         bar.finish_and_clear();
     }
@@ -199,7 +178,7 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
         "base_url": config.llm.base_url,
         "temperature": config.llm.temperature,
         "seed": options.seed,
-        "k": persona.artifact.settings.retrieval.k,
+        "k": persona.k(),
         "heldout": options.heldout.as_ref().map_or("artifact".to_string(), |p| p.display().to_string()),
         "responses": options.responses,
     });

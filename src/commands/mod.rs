@@ -80,7 +80,11 @@ fn run_compile(base: Overrides, args: CompileArgs) -> Result<ExitCode> {
 }
 
 fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
-    let config = Config::resolve(&llm_overrides(base, &args.llm))?;
+    let overrides = Overrides {
+        k: args.k,
+        ..llm_overrides(base, &args.llm)
+    };
+    let config = Config::resolve(&overrides)?;
     ask::run(&config, &args)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -102,6 +106,7 @@ fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
         &args.artifact,
         &crate::paths::Assets::locate(),
         config.embedding.effective_threads(),
+        &config.runtime,
     )?;
     let client = crate::llm::LlmClient::new(config.llm.clone())?;
     let store = crate::history::HistoryStore::open(
@@ -110,7 +115,6 @@ fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(crate::history::HistoryStore::default_path),
     )?;
-    let k = persona.artifact.settings.retrieval.k;
     let options = serve::ServeOptions {
         addr,
         token,
@@ -118,12 +122,14 @@ fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
         rate_per_minute: args.rate_per_minute,
         max_queue: args.max_queue,
         llm_concurrency: args.llm_concurrency,
-        k,
         prefill: config.llm.prefill,
+        temperature: config.llm.temperature,
+        seed: config.llm.seed,
+        llm_base_url: Some(config.llm.base_url.clone()),
         request_timeout: config.llm.timeout * (config.filter.attempts + 1) * 2
             + std::time::Duration::from_secs(10),
     };
-    serve::run(persona, client, store, options)?;
+    serve::run(serve::AppState::new(persona, client, store, options))?;
     Ok(ExitCode::SUCCESS)
 }
 

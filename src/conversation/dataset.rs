@@ -196,14 +196,20 @@ fn validate(index: usize, raw: RawConversation) -> Result<Conversation, DatasetE
     })
 }
 
-/// The examples of a dataset: every creator message that follows at least one message.
+/// The examples of a dataset: every creator message that follows at least one message, in the
+/// conversations `keep` accepts (by index).
 ///
-/// Returns the examples and the number of duplicates dropped (same inputs, same reply).
-pub fn examples(conversations: &[Conversation], window: usize) -> (Vec<Example>, usize) {
+/// Returns the examples and the number of duplicates dropped (same inputs, same reply) among the
+/// kept conversations; a conversation left out never causes a kept one's example to be dropped.
+pub fn examples(
+    conversations: &[Conversation],
+    window: usize,
+    keep: impl Fn(usize) -> bool,
+) -> (Vec<Example>, usize) {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut duplicates = 0;
-    for (c, conversation) in conversations.iter().enumerate() {
+    for (c, conversation) in conversations.iter().enumerate().filter(|(c, _)| keep(*c)) {
         for (t, message) in conversation.messages.iter().enumerate() {
             if !message.from_creator || t == 0 {
                 continue;
@@ -357,7 +363,7 @@ mod tests {
     #[test]
     fn every_creator_turn_after_the_first_message_is_an_example() {
         let conversations = parse(GOOD.as_bytes()).unwrap();
-        let (examples, duplicates) = examples(&conversations, 6);
+        let (examples, duplicates) = examples(&conversations, 6, |_| true);
         assert_eq!(duplicates, 0);
         assert_eq!(
             examples,
@@ -378,8 +384,18 @@ mod tests {
     fn duplicate_examples_are_dropped_and_counted() {
         let twice = format!("[{},{}]", &GOOD[1..GOOD.len() - 1], &GOOD[1..GOOD.len() - 1]);
         let conversations = parse(twice.as_bytes()).unwrap();
-        let (examples, duplicates) = examples(&conversations, 6);
+        let (examples, duplicates) = examples(&conversations, 6, |_| true);
         assert_eq!((examples.len(), duplicates), (2, 2));
+    }
+
+    #[test]
+    fn a_left_out_twin_never_removes_a_kept_example() {
+        let twice = format!("[{},{}]", &GOOD[1..GOOD.len() - 1], &GOOD[1..GOOD.len() - 1]);
+        let conversations = parse(twice.as_bytes()).unwrap();
+        // The first copy is held out: the second keeps both of its examples.
+        let (examples, duplicates) = examples(&conversations, 6, |c| c != 0);
+        assert_eq!((examples.len(), duplicates), (2, 0));
+        assert!(examples.iter().all(|e| e.conversation == 1));
     }
 
     #[test]

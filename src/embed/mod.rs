@@ -5,6 +5,7 @@
 //! L2-normalized vectors. It does not cache: see `embed_cache`.
 
 pub mod cache;
+pub mod fake;
 
 use std::path::Path;
 

@@ -18,8 +18,7 @@ use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::answer::{DemoMode, Persona, Turn};
-use crate::commands::compile::progress_bar;
+use crate::answer::{DemoMode, Persona, Sampling, Turn};
 use crate::conversation::dataset;
 use crate::conversation::{FanProfile, Message};
 use crate::eval::style::StyleProfile;
@@ -39,7 +38,8 @@ pub enum System {
     RandomK,
     /// The k nearest demos.
     Knn,
-    /// Best-of-3 in voice: three candidates sampled at temperature 0.7, the closest in style kept.
+    /// Best-of-3 in voice: three candidates sampled as [`Sampling`] documents, the closest in
+    /// style kept.
     BestOf3,
     /// The first of those three candidates alone: N = 1 at the same temperature, the baseline for
     /// what best-of-3 buys.
@@ -47,9 +47,6 @@ pub enum System {
     /// Replies from `--responses`.
     Responses,
 }
-
-/// Temperature of best-of-N candidates.
-pub const CANDIDATE_TEMPERATURE: f32 = 0.7;
 
 impl System {
     /// The name used in reports.
@@ -161,87 +158,67 @@ pub struct Reply {
     pub draft_blocked: Option<bool>,
 }
 
-/// Generates the replies of an LLM system.
+/// Generates the replies of one LLM system through the answer pipeline. `best_of_3` also yields
+/// `sampled_1`, the first of its three candidates alone, so the two are compared on the same
+/// samples; every other system yields itself.
 pub async fn generate<M: ChatModel>(
     persona: &Persona,
     model: &M,
     system: System,
     items: &[Item],
     prefill: bool,
-    seed: u64,
+    sampling: Sampling,
     progress: &mut dyn FnMut(),
-) -> Result<Vec<Reply>> {
-    let k = persona.artifact.settings.retrieval.k;
-    let mut out = Vec::with_capacity(items.len());
+) -> Result<Vec<(System, Vec<Reply>)>> {
+    let mut replies = Vec::with_capacity(items.len());
+    let mut firsts = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        let seed = sampling_seed(sampling, i);
         let demos = match system {
             System::ZeroShot => DemoMode::None,
-            System::RandomK => DemoMode::Random(seed.wrapping_add(i as u64)),
+            System::RandomK => DemoMode::Random(seed),
             System::Knn | System::BestOf3 | System::Sampled1 | System::Responses => DemoMode::Nearest,
         };
         let turn = Turn {
             history: &item.history,
             fan: item.fan.as_ref(),
             now: item.now,
-            k,
             prefill,
             demos,
         };
         let prepared = persona.prepare(&turn)?;
-        let generated = persona
-            .generate(model, &prepared)
+        let sampling = if system == System::BestOf3 {
+            sampling.reseeded(seed)
+        } else {
+            Sampling::ONE
+        };
+        let answer = persona
+            .answer(model, &prepared, sampling)
             .await
             .with_context(|| format!("system {} on held-out turn {i}", system.name()))?;
-        out.push(Reply {
-            text: generated.reply,
-            draft_blocked: generated.filter.output.first().map(|v| v.blocked),
+        if let Some(first) = answer.candidates.first() {
+            firsts.push(Reply {
+                text: first.reply.as_str().to_string(),
+                draft_blocked: None,
+            });
+        }
+        replies.push(Reply {
+            text: answer.reply.as_str().to_string(),
+            draft_blocked: answer.filter.output.first().map(|v| v.blocked),
         });
         progress();
+    }
+    let mut out = vec![(system, replies)];
+    if system == System::BestOf3 {
+        out.push((System::Sampled1, firsts));
     }
     Ok(out)
 }
 
-/// Best-of-3 replies and, from the same candidates, the first one alone.
-pub async fn generate_best_of(
-    persona: &Persona,
-    client: &crate::llm::LlmClient,
-    items: &[Item],
-    prefill: bool,
-    seed: u64,
-    progress: &mut dyn FnMut(),
-) -> Result<(Vec<Reply>, Vec<Reply>)> {
-    let k = persona.artifact.settings.retrieval.k;
-    let (mut best, mut first) = (Vec::new(), Vec::new());
-    for (i, item) in items.iter().enumerate() {
-        let turn = Turn {
-            history: &item.history,
-            fan: item.fan.as_ref(),
-            now: item.now,
-            k,
-            prefill,
-            demos: DemoMode::Nearest,
-        };
-        let prepared = persona.prepare(&turn)?;
-        let seed = seed.wrapping_add(1000 * i as u64);
-        let generated = persona
-            .best_of(client, &prepared, 3, CANDIDATE_TEMPERATURE, seed)
-            .await
-            .with_context(|| format!("system best_of_3 on held-out turn {i}"))?;
-        let first_text = generated
-            .candidates
-            .first()
-            .map_or_else(|| generated.reply.clone(), |c| c.reply.clone());
-        best.push(Reply {
-            text: generated.reply,
-            draft_blocked: generated.filter.output.first().map(|v| v.blocked),
-        });
-        first.push(Reply {
-            text: first_text,
-            draft_blocked: None,
-        });
-        progress();
-    }
-    Ok((best, first))
+/// The seed of held-out turn `i`: random demos and best-of candidates differ per turn and repeat
+/// per run.
+fn sampling_seed(sampling: Sampling, i: usize) -> u64 {
+    sampling.seed().wrapping_add(1000 * i as u64)
 }
 
 /// One line of a `--responses` file.
@@ -476,9 +453,4 @@ pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f
 pub fn difference(a: &[ItemScore], b: &[ItemScore], metric: fn(&ItemScore) -> f64, seed: u64) -> Interval {
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| metric(x) - metric(y)).collect();
     metrics::bootstrap(&diffs, BOOTSTRAP, seed)
-}
-
-/// Bar for the progress of LLM systems.
-pub fn bar(total: usize) -> indicatif::ProgressBar {
-    progress_bar(total as u64, "eval")
 }

@@ -160,9 +160,9 @@ fn word_counts(text: &str) -> HashMap<String, f64> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StyleProfile {
     /// Mean of each surface feature.
-    pub surface_mean: Vec<f64>,
+    pub surface_mean: [f64; SURFACE],
     /// Spread of each surface feature (floored so a constant habit still has a scale).
-    pub surface_std: Vec<f64>,
+    pub surface_std: [f64; SURFACE],
     /// Character-trigram ratios, creator against background.
     pub trigrams: Llr,
     /// Word ratios, creator against background (function words dominate both sides).
@@ -188,8 +188,8 @@ impl StyleProfile {
     pub fn build<S: AsRef<str>, B: AsRef<str>>(replies: &[S], background: &[B]) -> StyleProfile {
         let n = replies.len().max(1) as f64;
         let features: Vec<[f64; SURFACE]> = replies.iter().map(|r| surface(r.as_ref())).collect();
-        let mut mean = vec![0.0; SURFACE];
-        let mut std = vec![0.0; SURFACE];
+        let mut mean = [0.0; SURFACE];
+        let mut std = [0.0; SURFACE];
         for f in &features {
             for i in 0..SURFACE {
                 mean[i] += f[i] / n;
@@ -222,6 +222,23 @@ impl StyleProfile {
             trigrams: Llr::build(&creator_tri, &background_tri),
             words: Llr::build(&creator_words, &background_words),
         }
+    }
+
+    /// Checks a decoded profile: every number finite and every spread positive, so scoring can
+    /// never divide by zero or return NaN. The lengths are fixed by the types.
+    pub fn validate(&self) -> Result<(), String> {
+        let finite = |x: &f64| x.is_finite();
+        if !self.surface_mean.iter().all(finite)
+            || !self.surface_std.iter().all(|s| s.is_finite() && *s > 0.0)
+        {
+            return Err("the style profile's surface statistics are not finite and positive".into());
+        }
+        for (what, llr) in [("trigram", &self.trigrams), ("word", &self.words)] {
+            if !llr.unseen.is_finite() || !llr.weights.values().all(finite) {
+                return Err(format!("the style profile's {what} weights are not finite"));
+            }
+        }
+        Ok(())
     }
 
     /// Scores a text against the profile.

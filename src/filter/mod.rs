@@ -101,10 +101,10 @@ pub struct FilterSettings {
 impl Default for FilterSettings {
     fn default() -> Self {
         // The shipped defaults are part of the binary and covered by tests; an error here is a
-        // build defect, so it is reported as an empty category list plus a failing test.
+        // build defect, surfaced loudly rather than as a filter with no categories.
         let categories = toml::from_str::<DefaultsFile>(DEFAULTS_TOML)
             .map(|d| d.categories)
-            .unwrap_or_default();
+            .expect("src/filter/defaults.toml, compiled into persona, must parse");
         FilterSettings {
             enabled: true,
             attempts: 3,
@@ -372,9 +372,11 @@ impl Filter {
             }
         }
         for (i, re) in &self.patterns {
-            if let Some(m) = re.find(&normalized) {
+            if re.is_match(&normalized) {
+                // Name the rule, not the matched text: verdicts are shown to users and the
+                // match may hold an address or a number.
                 let name = &self.settings.categories[*i].name;
-                return Verdict::blocked(name, format!("matches `{}`", m.as_str()));
+                return Verdict::blocked(name, format!("matches a `{name}` pattern"));
             }
         }
         Verdict::clean()
@@ -496,16 +498,14 @@ impl Filter {
 /// Links written with spaces or words for the dots: `t . me / x` and `wren [dot] link` become
 /// `t.me/x` and `wren.link`.
 fn despace_links(folded: &str) -> String {
-    static DOT: LazyLock<Option<Regex>> =
-        LazyLock::new(|| Regex::new(r"\s*(?:\[dot\]|\(dot\)|\{dot\}|\bdot\b)\s*").ok());
-    static SPACED: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\s*([./])\s*").ok());
-    let dotted = DOT.as_ref().map_or_else(
-        || folded.to_string(),
-        |re| re.replace_all(folded, ".").into_owned(),
-    );
-    SPACED
-        .as_ref()
-        .map_or(dotted.clone(), |re| re.replace_all(&dotted, "$1").into_owned())
+    // Built-in patterns: a failure to compile is a build defect, caught by every filter test.
+    static DOT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\s*(?:\[dot\]|\(dot\)|\{dot\}|\bdot\b)\s*").expect("the built-in `dot` pattern compiles")
+    });
+    static SPACED: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\s*([./])\s*").expect("the built-in spaced-link pattern compiles"));
+    let dotted = DOT.replace_all(folded, ".").into_owned();
+    SPACED.replace_all(&dotted, "$1").into_owned()
 }
 
 /// Whether a digit run is a phone number rather than a date, a time, a year or an amount.
@@ -514,10 +514,11 @@ fn looks_like_phone(text: &str) -> bool {
     if !(7..=15).contains(&digits.len()) {
         return false;
     }
-    static DATE: LazyLock<Option<Regex>> = LazyLock::new(|| {
-        Regex::new(r"^\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}$|^\d{1,2}[-./ ]\d{1,2}[-./ ]\d{2,4}$").ok()
+    static DATE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}$|^\d{1,2}[-./ ]\d{1,2}[-./ ]\d{2,4}$")
+            .expect("the built-in date pattern compiles")
     });
-    !DATE.as_ref().is_some_and(|d| d.is_match(text.trim()))
+    !DATE.is_match(text.trim())
 }
 
 fn on_word_boundaries(text: &str, start: usize, end: usize) -> bool {
@@ -546,6 +547,18 @@ pub fn sentences(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_verdict_names_the_rule_not_the_matched_text() {
+        let filter = Filter::new(FilterSettings::default()).unwrap();
+        let v = filter.check_lexical("you should crash at my place on 12 birch lane");
+        assert!(v.blocked, "{v:?}");
+        assert!(
+            !v.reason.contains("birch") && !v.reason.contains("crash"),
+            "{}",
+            v.reason
+        );
+    }
 
     fn filter() -> Filter {
         Filter::new(FilterSettings::default()).unwrap()

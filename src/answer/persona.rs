@@ -1,0 +1,181 @@
+//! The loaded persona: the artifact with its index, filter and style profile, an embedder and the
+//! runtime settings, ready to answer.
+//!
+//! Owns loading (the artifact and the embedding model in parallel, then every cross-check) and
+//! the small services the pipeline stages share: embedding, filtering and timing. The pipeline
+//! itself is in [`crate::answer`]. Every method takes `&self`, so one loaded persona serves
+//! concurrent requests; the embedder sits behind a mutex.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use jiff::tz::TimeZone;
+
+use crate::artifact::{self, Artifact};
+use crate::config::RuntimeSettings;
+use crate::embed::{dot, Embedder, FastEmbedder};
+use crate::eval::style::StyleProfile;
+use crate::filter::{Filter, Verdict};
+use crate::index::Index;
+use crate::paths::Assets;
+
+/// A compiled persona, ready to answer.
+pub struct Persona {
+    /// The artifact.
+    pub artifact: Artifact,
+    pub(super) index: Index,
+    embedder: Mutex<Box<dyn Embedder + Send>>,
+    filter: Filter,
+    pub(super) tz: TimeZone,
+    pub(super) tz_name: String,
+    pub(super) k: usize,
+    timings: Mutex<Vec<(&'static str, Duration)>>,
+}
+
+impl Persona {
+    /// Loads and verifies an artifact and the embedding model, then applies the runtime settings.
+    pub fn load(path: &Path, assets: &Assets, threads: usize, runtime: &RuntimeSettings) -> Result<Self> {
+        // The artifact and the embedding model load in parallel: neither needs the other until
+        // the model check in `from_parts`.
+        let started = Instant::now();
+        let (artifact, embedder) = std::thread::scope(|scope| {
+            let model = scope.spawn(|| {
+                let t = Instant::now();
+                FastEmbedder::load(assets, threads, 32).map(|e| (e, t.elapsed()))
+            });
+            let t = Instant::now();
+            let artifact = artifact::read(path).map(|a| (a, t.elapsed()));
+            let model = model
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("loading the embedding model panicked")));
+            (artifact, model)
+        });
+        let (artifact, artifact_time) = artifact?;
+        let (embedder, model_time) = embedder?;
+        let mut timings = vec![
+            ("artifact read + verify", artifact_time),
+            ("embedding model load (in parallel)", model_time),
+        ];
+        timings.extend_from_slice(embedder.load_timings());
+        timings.push(("artifact and model, wall", started.elapsed()));
+        let persona = Self::from_parts(artifact, Box::new(embedder), runtime)
+            .with_context(|| format!("loading `{}`", path.display()))?;
+        if let Ok(mut t) = persona.timings.lock() {
+            timings.append(&mut t);
+            *t = timings;
+        }
+        Ok(persona)
+    }
+
+    /// A persona from an artifact already in memory and any embedder: what `load` does after
+    /// reading, and what unit tests use with a fake embedder.
+    pub fn from_parts(
+        artifact: Artifact,
+        embedder: Box<dyn Embedder + Send>,
+        runtime: &RuntimeSettings,
+    ) -> Result<Self> {
+        let t = Instant::now();
+        artifact.check_model(embedder.info())?;
+        let mut params = artifact.manifest.hnsw;
+        if let Some(ef) = runtime.ef_search {
+            params.ef_search = ef;
+        }
+        let index = Index::new(artifact.graph.clone(), artifact.vectors.clone(), params)
+            .context("loading the index")?;
+        let index_time = t.elapsed();
+        let t = Instant::now();
+        let tz_name = runtime
+            .timezone
+            .clone()
+            .unwrap_or_else(|| artifact.settings.creator.timezone.clone());
+        let tz = TimeZone::get(&tz_name).with_context(|| {
+            format!("the creator timezone `{tz_name}` is unknown on this machine; set a valid `[creator] timezone`")
+        })?;
+        let filter = Filter::new(artifact.settings.filter.clone())
+            .and_then(|f| f.with_examples(artifact.filter.examples.clone()))
+            .context("loading the filter")?;
+        let k = runtime.k.unwrap_or(artifact.settings.retrieval.k);
+        Ok(Persona {
+            artifact,
+            index,
+            embedder: Mutex::new(embedder),
+            filter,
+            tz,
+            tz_name,
+            k,
+            timings: Mutex::new(vec![("hnsw index load", index_time), ("filter", t.elapsed())]),
+        })
+    }
+
+    /// The creator's name.
+    pub fn creator(&self) -> &str {
+        &self.artifact.settings.creator.name
+    }
+
+    /// Demos per answer: the runtime's `k`, or the artifact's.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Where the time went so far: loading phases, then the last query's embedding and search.
+    pub fn timings(&self) -> Vec<(&'static str, Duration)> {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    pub(super) fn record(&self, phase: &'static str, took: Duration) {
+        if let Ok(mut t) = self.timings.lock() {
+            t.retain(|(p, _)| *p != phase);
+            t.push((phase, took));
+        }
+    }
+
+    /// The creator's style profile, compiled from the indexed replies.
+    pub fn profile(&self) -> &StyleProfile {
+        &self.artifact.style
+    }
+
+    /// The filter in use.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Embeds texts with the persona's model.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut embedder = self
+            .embedder
+            .lock()
+            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
+        embedder.embed(texts)
+    }
+
+    /// Checks a text with every filter stage.
+    pub fn check(&self, text: &str) -> Result<Verdict> {
+        let mut embedder = self
+            .embedder
+            .lock()
+            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
+        self.filter.check(text, Some(&mut **embedder))
+    }
+
+    /// Fallback replies, best first: the creator's deflections nearest to the query, then the
+    /// configured ones.
+    pub(super) fn fallbacks(&self, query: &[f32]) -> Vec<String> {
+        let mut scored: Vec<(f32, u32)> = self
+            .artifact
+            .filter
+            .deflections
+            .iter()
+            .filter_map(|&d| self.artifact.vectors.get(d as usize).map(|v| (dot(v, query), d)))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut out: Vec<String> = scored
+            .into_iter()
+            .take(5)
+            .filter_map(|(_, d)| self.artifact.reply(d as usize))
+            .collect();
+        out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
+        out
+    }
+}
