@@ -33,7 +33,8 @@ fn one_shot_answer_from_the_local_llm() {
     assert!(!reply.trim().is_empty(), "{out}");
     assert!(!reply.contains("[[ ##"), "markers are parsed out: {reply}");
     assert_eq!(out["demos"].as_array().unwrap().len(), 3, "{out}");
-    assert!(out["attempts"].as_u64().unwrap() >= 1);
+    assert!(out["filter"]["attempts"].as_u64().unwrap() >= 1, "{out}");
+    assert!(out["calls"].as_u64().unwrap() >= 1, "{out}");
     let scores: Vec<f64> = out["demos"]
         .as_array()
         .unwrap()

@@ -349,9 +349,8 @@ impl Persona {
         let mut decoded: HashMap<u32, Conversation> = HashMap::new();
         for (h, _) in hits {
             if let Some(e) = self.artifact.examples.get(h.id) {
-                if !decoded.contains_key(&e.conversation) {
-                    let c = self.artifact.conversations.get(e.conversation as usize)?;
-                    decoded.insert(e.conversation, c);
+                if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(e.conversation) {
+                    slot.insert(self.artifact.conversations.get(e.conversation as usize)?);
                 }
             }
         }

@@ -284,9 +284,9 @@ struct Entry {
     len: usize,
 }
 
-fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
-    let rebuild = "rebuild it with `persona compile <conversations.json> -o <artifact>`";
-    let bytes: &[u8] = &map;
+/// Checks the magic bytes, the format versions and the header's checksum, then reads the section
+/// table and verifies every section's bounds and checksum.
+fn section_table(bytes: &[u8], name: &str, rebuild: &str) -> Result<Vec<Entry>> {
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         bail!("`{name}` is not a persona artifact (wrong magic bytes); {rebuild}");
     }
@@ -345,6 +345,13 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
         });
     }
 
+    Ok(entries)
+}
+
+fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
+    let rebuild = "rebuild it with `persona compile <conversations.json> -o <artifact>`";
+    let bytes: &[u8] = &map;
+    let entries = section_table(bytes, name, rebuild)?;
     let find = |tag: u32| entries.iter().find(|e| e.tag == tag);
     let missing = |tag: u32| format!("`{name}` has no {} section; {rebuild}", section_name(tag));
     let json_of = |tag: u32| find(tag).map(|e| &bytes[e.start..e.start + e.len]);
@@ -442,29 +449,7 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
             examples.len()
         )));
     }
-    if let Some((i, _)) = examples
-        .iter()
-        .enumerate()
-        .find(|(_, e)| e.conversation as usize >= conversations.len() || e.turn == 0)
-    {
-        return Err(inconsistent(format!(
-            "example {i} points outside its conversation"
-        )));
-    }
-    if let Some(bad) = filter.deflections.iter().find(|&&d| d as usize >= examples.len()) {
-        return Err(inconsistent(format!("deflection {bad} is not an example")));
-    }
-    style.validate().map_err(inconsistent)?;
-    settings
-        .signature
-        .validate()
-        .map_err(|e| inconsistent(e.to_string()))?;
-    if let Some((category, example, _)) = filter.examples.vectors.iter().find(|(_, _, v)| v.len() != dims) {
-        return Err(inconsistent(format!(
-            "filter example {example} of category {category} is not {dims}-dimensional"
-        )));
-    }
-    Ok(Artifact {
+    let artifact = Artifact {
         manifest,
         settings,
         conversations,
@@ -473,7 +458,39 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
         graph,
         filter,
         style,
-    })
+    };
+    check_contents(&artifact).map_err(inconsistent)?;
+    Ok(artifact)
+}
+
+/// The checks on decoded sections that need more than one of them: every reference points inside
+/// the artifact and every compiled number has the shape the runtime relies on.
+fn check_contents(a: &Artifact) -> Result<(), String> {
+    let dims = a.manifest.embedding.dims;
+    if let Some((i, _)) = a
+        .examples
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.conversation as usize >= a.conversations.len() || e.turn == 0)
+    {
+        return Err(format!("example {i} points outside its conversation"));
+    }
+    if let Some(bad) = a
+        .filter
+        .deflections
+        .iter()
+        .find(|&&d| d as usize >= a.examples.len())
+    {
+        return Err(format!("deflection {bad} is not an example"));
+    }
+    a.style.validate()?;
+    a.settings.signature.validate().map_err(|e| e.to_string())?;
+    if let Some((category, example, _)) = a.filter.examples.vectors.iter().find(|(_, _, v)| v.len() != dims) {
+        return Err(format!(
+            "filter example {example} of category {category} is not {dims}-dimensional"
+        ));
+    }
+    Ok(())
 }
 
 fn section_name(tag: u32) -> String {

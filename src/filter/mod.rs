@@ -9,6 +9,7 @@
 //! verdict lives in `runtime`.
 
 pub mod figures;
+pub mod learned;
 pub mod normalize;
 
 use std::sync::LazyLock;
@@ -692,8 +693,10 @@ mod tests {
 
     #[test]
     fn a_disabled_filter_blocks_nothing() {
-        let mut s = FilterSettings::default();
-        s.enabled = false;
+        let s = FilterSettings {
+            enabled: false,
+            ..FilterSettings::default()
+        };
         assert!(!Filter::new(s).unwrap().check_lexical("add me on insta").blocked);
     }
 
