@@ -33,9 +33,9 @@ pub struct CategoryScore {
     pub precision: f64,
 }
 
-/// The whole report.
+/// The filter's figures on one labelled set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
+pub struct Figures {
     /// Per category.
     pub categories: Vec<CategoryScore>,
     /// Benign texts.
@@ -58,7 +58,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 ///
 /// Recall counts a violation as caught when it is blocked at all, since any block keeps it from
 /// the fan; precision asks for the right category.
-pub fn score(labels: &[Option<String>], predictions: &[Option<String>]) -> Report {
+pub fn score(labels: &[Option<String>], predictions: &[Option<String>]) -> Figures {
     let mut names: Vec<String> = labels.iter().chain(predictions).flatten().cloned().collect();
     names.sort();
     names.dedup();
@@ -97,7 +97,7 @@ pub fn score(labels: &[Option<String>], predictions: &[Option<String>]) -> Repor
     } else {
         false_positives as f64 / benign as f64
     };
-    Report {
+    Figures {
         categories,
         benign,
         false_positives,
@@ -106,7 +106,7 @@ pub fn score(labels: &[Option<String>], predictions: &[Option<String>]) -> Repor
 }
 
 /// The report as a Markdown table.
-pub fn to_markdown(report: &Report) -> String {
+pub fn to_markdown(report: &Figures) -> String {
     let mut out =
         String::from("| category | texts | caught | recall | precision |\n|---|---:|---:|---:|---:|\n");
     for c in &report.categories {
