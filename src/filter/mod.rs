@@ -1,6 +1,6 @@
 //! The topic filter: categories of forbidden topics, and the matcher that finds them.
 //!
-//! Owns the category configuration (defaults in `filter_defaults.toml`, overridable from
+//! Owns the category configuration (defaults in `defaults.toml`, overridable from
 //! `persona.toml`, compiled into the artifact) and [`Filter::check`], which runs, in order:
 //! word-boundary lexicon matching on normalized text (aho-corasick, with allow-list spans masked
 //! out first), built-in detectors for handles, links, phone numbers and emails, the category's
