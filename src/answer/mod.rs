@@ -184,6 +184,9 @@ pub struct Prepared {
     query: Vec<f32>,
     #[serde(skip)]
     prefill: bool,
+    /// The fan's message being answered: drafts are judged together with it.
+    #[serde(skip)]
+    fan_message: Option<String>,
 }
 
 /// A best-of-N candidate.
@@ -248,6 +251,7 @@ impl Persona {
             current,
             query,
             prefill: turn.prefill,
+            fan_message: (!fan_text.is_empty()).then(|| fan_text.to_string()),
         };
         prepared.messages = self.render(&prepared, &[]);
         Ok(prepared)
@@ -446,7 +450,7 @@ impl Persona {
         let settings = &self.artifact.settings;
         let prompt = |hints: &[String]| self.render(prepared, hints);
         let parse = |answer: &str| prompt::parse_reply(answer, &settings.signature, &settings.creator.name);
-        let mut check = |text: &str| self.check(text);
+        let mut check = |text: &str| self.check_in_context(text, prepared.fan_message.as_deref());
         let attempts = if settings.filter.enabled {
             settings.filter.attempts
         } else {

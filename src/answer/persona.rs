@@ -93,9 +93,15 @@ impl Persona {
         let tz = TimeZone::get(&tz_name).with_context(|| {
             format!("the creator timezone `{tz_name}` is unknown on this machine; set a valid `[creator] timezone`")
         })?;
-        let filter = Filter::new(artifact.settings.filter.clone())
+        let mut filter = Filter::new(artifact.settings.filter.clone())
             .and_then(|f| f.with_examples(artifact.filter.examples.clone()))
             .context("loading the filter")?;
+        if !artifact.filter.learned.categories.is_empty() {
+            let dims = artifact.manifest.embedding.dims;
+            filter = filter
+                .with_learned(artifact.filter.learned.clone(), dims)
+                .context("loading the learned filter")?;
+        }
         let k = runtime.k.unwrap_or(artifact.settings.retrieval.k);
         Ok(Persona {
             artifact,
@@ -150,13 +156,19 @@ impl Persona {
         embedder.embed(texts)
     }
 
-    /// Checks a text with every filter stage.
+    /// Checks a text alone with every filter stage.
     pub fn check(&self, text: &str) -> Result<Verdict> {
+        self.check_in_context(text, None)
+    }
+
+    /// Checks a reply together with the fan message it answers.
+    pub fn check_in_context(&self, text: &str, fan_message: Option<&str>) -> Result<Verdict> {
         let mut embedder = self
             .embedder
             .lock()
             .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
-        self.filter.check(text, Some(&mut **embedder))
+        self.filter
+            .check_in_context(text, fan_message, Some(&mut **embedder))
     }
 
     /// Fallback replies, best first: the creator's deflections nearest to the query, then the

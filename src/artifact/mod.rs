@@ -43,6 +43,7 @@ use crate::config::{Creator, Retrieval};
 use crate::conversation::Example;
 use crate::embed::ModelInfo;
 use crate::eval::style::StyleProfile;
+use crate::filter::train::LearnedFilter;
 use crate::filter::{ExampleVectors, FilterSettings};
 use crate::index::{Graph, HnswParams};
 
@@ -141,6 +142,9 @@ pub struct CompiledFilter {
     /// Examples whose fan message asked for a forbidden topic and whose reply is clean: the
     /// creator's own deflections, used as the last-resort reply.
     pub deflections: Vec<u32>,
+    /// The learned stage's classifiers (empty when `[filter] learned = false`).
+    #[serde(default)]
+    pub learned: LearnedFilter,
 }
 
 /// The whole artifact: small parts decoded, large parts viewed in place in the mapped file.
@@ -485,6 +489,16 @@ fn check_contents(a: &Artifact) -> Result<(), String> {
     }
     a.style.validate()?;
     a.settings.signature.validate().map_err(|e| e.to_string())?;
+    if !a.filter.learned.categories.is_empty() {
+        let names: Vec<String> = a
+            .settings
+            .filter
+            .categories
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        a.filter.learned.validate(&names, dims)?;
+    }
     if let Some((category, example, _)) = a.filter.examples.vectors.iter().find(|(_, _, v)| v.len() != dims) {
         return Err(format!(
             "filter example {example} of category {category} is not {dims}-dimensional"
@@ -639,6 +653,7 @@ mod tests {
             filter: CompiledFilter {
                 examples: ExampleVectors::default(),
                 deflections: vec![1],
+                learned: LearnedFilter::default(),
             },
             style: StyleProfile::build(&["hey you", "tea time"], &["hi"]),
         }

@@ -35,17 +35,23 @@ pub fn run(config: &Config, args: &CheckArgs) -> Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            let text = serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
+            let value = serde_json::from_str::<serde_json::Value>(&line).ok();
+            let text = value
+                .as_ref()
                 .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
                 .with_context(|| {
                     format!(
-                        "stdin line {}: expected a JSON object with a `text` string, got `{}`",
+                        "stdin line {}: expected a JSON object with a `text` string (and optionally `fan_message`), got `{}`",
                         n + 1,
                         snippet(&line)
                     )
                 })?;
-            let verdict = filter.check(&text, embedder.as_mut().map(|e| e as &mut dyn Embedder))?;
+            let fan = value
+                .as_ref()
+                .and_then(|v| v.get("fan_message"))
+                .and_then(|f| f.as_str());
+            let verdict =
+                filter.check_in_context(&text, fan, embedder.as_mut().map(|e| e as &mut dyn Embedder))?;
             serde_json::to_writer(&mut out, &line_json(&text, &verdict))?;
             writeln!(out)?;
         }
@@ -74,12 +80,14 @@ fn line_json(text: &str, v: &Verdict) -> serde_json::Value {
 }
 
 fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedder>)> {
-    let (settings, examples) = match &args.artifact {
+    let (settings, examples, learned) = match &args.artifact {
         Some(path) => {
             let a = artifact::read(path)?;
-            (a.settings.filter, Some(a.filter.examples))
+            let dims = a.manifest.embedding.dims;
+            let learned = (!a.filter.learned.categories.is_empty()).then_some((a.filter.learned, dims));
+            (a.settings.filter, Some(a.filter.examples), learned)
         }
-        None => (config.filter.clone(), None),
+        None => (config.filter.clone(), None, None),
     };
     let semantic = settings.semantic && !args.lexical_only;
     let mut filter = Filter::new(settings)?;
@@ -91,6 +99,9 @@ fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedde
     match examples {
         Some(e) => filter = filter.with_examples(e)?,
         None => filter.embed_examples(&mut embedder)?,
+    }
+    if let Some((learned, dims)) = learned {
+        filter = filter.with_learned(learned, dims)?;
     }
     Ok((filter, Some(embedder)))
 }
@@ -108,7 +119,7 @@ fn labelled(
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let item: Labelled = serde_json::from_str(line).with_context(|| {
             format!(
-                "`{}` line {}: expected {{\"text\": string, \"category\": string or null}}",
+                "`{}` line {}: expected {{\"text\": string, \"category\": string or null, \"fan_message\"?: string}}",
                 path.display(),
                 n + 1
             )
@@ -120,8 +131,9 @@ fn labelled(
     let mut lexical = Vec::new();
     let mut semantic = Vec::new();
     for item in &items {
-        let verdict = filter.check(
+        let verdict = filter.check_in_context(
             &item.text,
+            item.fan_message.as_deref(),
             embedder.as_deref_mut().map(|e| e as &mut dyn Embedder),
         )?;
         predictions.push(verdict.category.clone());
@@ -140,6 +152,21 @@ fn labelled(
     } else {
         writeln!(out, "{} labelled texts from `{}`\n", items.len(), path.display())?;
         write!(out, "{}", figures::to_markdown(&report))?;
+        if let Some(learned) = filter.learned() {
+            writeln!(
+                out,
+                "\nlearned stage, cross-validated on its training data at compile:\n"
+            )?;
+            writeln!(out, "| category | recall | false positive rate | precision | threshold |\n|---|---:|---:|---:|---:|")?;
+            for c in &learned.categories {
+                let cv = &c.model.cv;
+                writeln!(
+                    out,
+                    "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    c.name, cv.recall, cv.false_positive_rate, cv.precision, c.model.threshold
+                )?;
+            }
+        }
     }
     if args.show_errors {
         writeln!(out, "\nerrors:")?;

@@ -19,6 +19,7 @@ use crate::conversation::{dataset, Conversation, Example};
 use crate::embed::cache::{embed_with_cache, EmbedCache};
 use crate::embed::{hex, Embedder};
 use crate::eval::style::StyleProfile;
+use crate::filter::train::{self, LabelledText, LearnedFilter};
 use crate::filter::Filter;
 use crate::index;
 
@@ -109,8 +110,17 @@ pub fn run(
     };
     drop(bytes);
     clock.lap("read and parse the dataset");
-    let (compiled, counts) = build(config, conversations, info, embedder, cache, &mut clock)
-        .with_context(|| format!("compiling the dataset `{}`", dataset_path.display()))?;
+    let labelled = labelled_texts(config)?;
+    let (compiled, counts) = build(
+        config,
+        conversations,
+        &labelled,
+        info,
+        embedder,
+        cache,
+        &mut clock,
+    )
+    .with_context(|| format!("compiling the dataset `{}`", dataset_path.display()))?;
     artifact::write(output, &compiled)?;
     clock.lap("write the artifact");
     Ok(Summary {
@@ -142,6 +152,7 @@ struct Counts {
 fn build(
     config: &Config,
     conversations: Vec<Conversation>,
+    labelled: &[LabelledText],
     dataset: DatasetInfo,
     embedder: &mut dyn Embedder,
     cache: &mut EmbedCache,
@@ -171,9 +182,23 @@ fn build(
         &mut |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    cache.unload()?;
     drop(texts);
     clock.lap("embed (through the cache)");
+    let learned = if config.filter.enabled && config.filter.learned {
+        let creator = creator_replies(&conversations, &examples);
+        train::train(
+            &filter,
+            labelled,
+            &creator,
+            embedder,
+            cache,
+            config.embedding.batch_size,
+        )?
+    } else {
+        LearnedFilter::default()
+    };
+    cache.unload()?;
+    clock.lap("learned filter: embed the labelled texts, train");
 
     let graph = index::build(&vectors, config.index)?;
     clock.lap("hnsw build");
@@ -209,6 +234,7 @@ fn build(
         filter: CompiledFilter {
             examples: filter.examples().clone(),
             deflections,
+            learned,
         },
         style,
     };
@@ -226,6 +252,7 @@ fn build(
 pub fn build_in_memory(
     config: &Config,
     conversations: Vec<Conversation>,
+    labelled: &[LabelledText],
     embedder: &mut dyn Embedder,
 ) -> Result<Artifact> {
     let dataset = DatasetInfo {
@@ -239,7 +266,16 @@ pub fn build_in_memory(
         last: Instant::now(),
         phases: Vec::new(),
     };
-    Ok(build(config, conversations, dataset, embedder, &mut cache, &mut clock)?.0)
+    Ok(build(
+        config,
+        conversations,
+        labelled,
+        dataset,
+        embedder,
+        &mut cache,
+        &mut clock,
+    )?
+    .0)
 }
 
 /// The examples to index: every creator turn of the conversations not held out, duplicates
@@ -278,6 +314,58 @@ fn select_examples(
         );
     }
     (examples, duplicates, blocked_replies)
+}
+
+/// The labelled texts the learned filter trains on: the built-in corpus and the files named in
+/// `[filter] labelled`. Empty when the learned stage is off.
+fn labelled_texts(config: &Config) -> Result<Vec<LabelledText>> {
+    if !config.filter.learned || !config.filter.enabled {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = config.filter.categories.iter().map(|c| c.name.clone()).collect();
+    let (name, content) = train::SHIPPED_CORPUS;
+    // The built-in corpus labels only the default categories; other categories' texts come from
+    // the user's files, and the corpus lines of a removed category are left out.
+    let mut texts: Vec<LabelledText> = train::parse_labelled(name, content, &train::default_categories())?
+        .into_iter()
+        .filter(|t| t.category.as_ref().is_none_or(|c| names.contains(c)))
+        .collect();
+    for path in &config.filter.labelled {
+        let content = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading the labelled file `{}` named in `[filter] labelled`; check the path",
+                path.display()
+            )
+        })?;
+        texts.extend(train::parse_labelled(
+            &path.display().to_string(),
+            &content,
+            &names,
+        )?);
+    }
+    Ok(texts)
+}
+
+/// The creator's indexed replies, each with the fan message it answered.
+fn creator_replies(conversations: &[Conversation], examples: &[Example]) -> Vec<(String, Option<String>)> {
+    let mut seen = std::collections::HashSet::new();
+    examples
+        .iter()
+        .filter_map(|e| {
+            let messages = conversations
+                .get(e.conversation as usize)?
+                .messages
+                .get(..=e.turn as usize)?;
+            let (reply, before) = messages.split_last()?;
+            let fan = before
+                .iter()
+                .rev()
+                .find(|m| !m.from_creator)
+                .map(|m| m.content.clone());
+            seen.insert(reply.content.clone())
+                .then(|| (reply.content.clone(), fan))
+        })
+        .collect()
 }
 
 /// The examples where the fan asked for something the filter blocks and the creator's reply is

@@ -56,6 +56,11 @@ impl EmbedCache {
         }
     }
 
+    /// The directory the cache lives in, or `None` for a disabled cache.
+    pub fn dir(&self) -> Option<&Path> {
+        self.path.parent().filter(|d| !d.as_os_str().is_empty())
+    }
+
     /// The cached vector of a text, if any.
     pub fn get(&self, key: &TextKey) -> Option<&Vec<f32>> {
         self.vectors.get(key)

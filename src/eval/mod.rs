@@ -341,7 +341,13 @@ pub fn score(
     for (i, (reply, vector)) in replies.iter().zip(&vectors).enumerate() {
         let style = profile.score(&reply.text).style;
         let semantic = metrics::semantic(vector, &real_vectors[i]);
-        let violates = persona.check(&reply.text)?.blocked;
+        let fan = items[i]
+            .history
+            .iter()
+            .rev()
+            .find(|m| !m.from_creator)
+            .map(|m| m.content.as_str());
+        let violates = persona.check_in_context(&reply.text, fan)?.blocked;
         scores.push(ItemScore {
             index: i,
             system: system.name(),

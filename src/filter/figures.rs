@@ -12,6 +12,9 @@ pub struct Labelled {
     pub text: String,
     /// Its category, or `None` when it is fine.
     pub category: Option<String>,
+    /// The fan message the text answers, when its label depends on it.
+    #[serde(default)]
+    pub fan_message: Option<String>,
 }
 
 /// Figures for one category.

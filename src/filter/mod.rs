@@ -8,9 +8,11 @@
 //! phrases with the embedding model. Normalization lives in `normalize`; what `ask` does with a
 //! verdict lives in `runtime`.
 
+pub mod features;
 pub mod figures;
 pub mod learned;
 pub mod normalize;
+pub mod train;
 
 use std::sync::LazyLock;
 
@@ -19,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use self::train::LearnedFilter;
 use crate::embed::{dot, Embedder};
 use crate::filter::normalize::{digits_from_words, fold, normalize};
 
@@ -95,6 +98,13 @@ pub struct FilterSettings {
     /// Keep training replies the filter blocks out of the index, so they never become demos.
     #[serde(default = "yes")]
     pub exclude_blocked_demos: bool,
+    /// Whether compile trains the learned stage (on the built-in corpus, `labelled` and the
+    /// creator's replies).
+    #[serde(default = "yes")]
+    pub learned: bool,
+    /// The user's labelled JSON-lines files for the learned stage, beside the built-in corpus.
+    #[serde(default)]
+    pub labelled: Vec<std::path::PathBuf>,
     /// The categories.
     pub categories: Vec<Category>,
 }
@@ -113,6 +123,8 @@ impl Default for FilterSettings {
             semantic: true,
             semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
             exclude_blocked_demos: true,
+            learned: true,
+            labelled: Vec::new(),
             fallbacks: vec![
                 "mm let's keep it right here, just you and me... this little corner is where i'm all yours"
                     .into(),
@@ -133,6 +145,9 @@ pub struct FilterFile {
     semantic_threshold: Option<f32>,
     fallbacks: Option<Vec<String>>,
     exclude_blocked_demos: Option<bool>,
+    learned: Option<bool>,
+    #[serde(default)]
+    labelled: Vec<std::path::PathBuf>,
     /// Default categories to drop.
     #[serde(default)]
     remove: Vec<String>,
@@ -152,6 +167,8 @@ impl FilterFile {
         s.semantic_threshold = self.semantic_threshold.unwrap_or(s.semantic_threshold);
         s.fallbacks = self.fallbacks.unwrap_or(s.fallbacks);
         s.exclude_blocked_demos = self.exclude_blocked_demos.unwrap_or(s.exclude_blocked_demos);
+        s.learned = self.learned.unwrap_or(s.learned);
+        s.labelled = self.labelled;
         for name in &self.remove {
             if !s.categories.iter().any(|c| &c.name == name) {
                 bail!("`filter.remove` names `{name}`, which is not a category; the defaults are social_platform and in_person_meeting");
@@ -226,6 +243,7 @@ pub struct Filter {
     patterns: Vec<(usize, Regex)>,
     allow_patterns: Vec<Regex>,
     examples: ExampleVectors,
+    learned: Option<LearnedFilter>,
     handle: Regex,
     link: Regex,
     email: Regex,
@@ -283,6 +301,7 @@ impl Filter {
             patterns,
             allow_patterns,
             examples: ExampleVectors::default(),
+            learned: None,
             handle: re(
                 r"(?:^|[^\w.@])@[a-z0-9_][a-z0-9_.]{2,}|\b(?:sc|ig|snap|insta|tg|tt|wa|dc|fb|x|kik)\s*[:=]\s*@?[a-z0-9_.]{3,}|\b(?:my|your|ur)\s*@(?:\s|$|\?)",
             )?,
@@ -354,7 +373,7 @@ impl Filter {
         if !self.settings.enabled {
             return Verdict::clean();
         }
-        let normalized = self.mask_allowed(&normalize(text));
+        let normalized = self.mask_allowed(&normalize(&features::expand_chat_spelling(text)));
         if let Some(ac) = &self.block {
             for m in ac.find_overlapping_iter(&normalized) {
                 if on_word_boundaries(&normalized, m.start(), m.end()) {
@@ -383,8 +402,92 @@ impl Filter {
         Verdict::clean()
     }
 
-    /// Every stage; the semantic one runs when the filter has example vectors and an embedder.
+    /// Adds the learned stage compiled into an artifact, checked against this filter's categories
+    /// and the embedding dimensions.
+    pub fn with_learned(mut self, learned: LearnedFilter, dims: usize) -> Result<Self> {
+        let names: Vec<String> = self.settings.categories.iter().map(|c| c.name.clone()).collect();
+        learned
+            .validate(&names, dims)
+            .map_err(|e| anyhow::anyhow!("{e}; recompile the artifact"))?;
+        self.learned = Some(learned);
+        Ok(self)
+    }
+
+    /// The learned stage, when the filter has one.
+    pub fn learned(&self) -> Option<&LearnedFilter> {
+        self.learned.as_ref()
+    }
+
+    /// Every stage on a text alone (a fan's message, or a reply without its context).
     pub fn check(&self, text: &str, embedder: Option<&mut dyn Embedder>) -> Result<Verdict> {
+        self.check_in_context(text, None, embedder)
+    }
+
+    /// Every stage on a text judged together with the fan message it answers, so an agreement
+    /// to the fan's proposal ("sure, see you there") is read as what it agrees to.
+    ///
+    /// With a learned stage: the detectors (handles, links, numbers, emails) block on their own,
+    /// and otherwise the learned classifiers decide, with the lexicon's and patterns' match among
+    /// their features. Without one (a filter from `persona.toml`, or no embedder): the lexical
+    /// stages, then the similarity to the categories' example phrases.
+    pub fn check_in_context(
+        &self,
+        text: &str,
+        fan_message: Option<&str>,
+        embedder: Option<&mut dyn Embedder>,
+    ) -> Result<Verdict> {
+        if !self.settings.enabled {
+            return Ok(Verdict::clean());
+        }
+        match (&self.learned, embedder) {
+            (Some(learned), Some(embedder)) => self.check_learned(learned, text, fan_message, embedder),
+            (_, embedder) => self.check_semantic(text, embedder),
+        }
+    }
+
+    fn check_learned(
+        &self,
+        learned: &LearnedFilter,
+        text: &str,
+        fan_message: Option<&str>,
+        embedder: &mut dyn Embedder,
+    ) -> Result<Verdict> {
+        let folded = fold(text);
+        let normalized = self.mask_allowed(&normalize(text));
+        for c in &self.settings.categories {
+            for d in &c.detectors {
+                if let Some(found) = self.detect(*d, &folded, &normalized) {
+                    return Ok(Verdict::blocked(&c.name, found));
+                }
+            }
+        }
+        let texts = features::texts_to_embed(text, fan_message);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = embedder.embed(&refs)?;
+        let names: Vec<String> = self.settings.categories.iter().map(|c| c.name.clone()).collect();
+        let lexical = train::lexical_index(self, &names, text);
+        let row = features::build(text, fan_message, &vectors, lexical, names.len());
+        let best = learned
+            .categories
+            .iter()
+            .map(|c| (c, c.model.score(&row)))
+            .filter(|(c, score)| *score >= c.model.threshold)
+            .max_by(|a, b| (a.1 - a.0.model.threshold).total_cmp(&(b.1 - b.0.model.threshold)));
+        Ok(match best {
+            Some((c, score)) => Verdict::blocked(
+                &c.name,
+                format!(
+                    "the learned `{}` stage scored {score:.2} (threshold {:.2})",
+                    c.name, c.model.threshold
+                ),
+            ),
+            None => Verdict::clean(),
+        })
+    }
+
+    /// The lexical stages, then the similarity to the example phrases when there are example
+    /// vectors and an embedder.
+    fn check_semantic(&self, text: &str, embedder: Option<&mut dyn Embedder>) -> Result<Verdict> {
         let lexical = self.check_lexical(text);
         if lexical.blocked
             || !self.settings.enabled

@@ -1,0 +1,329 @@
+//! Training the learned filter stage at compile time, and the model the artifact stores.
+//!
+//! Reads labelled texts (the corpus shipped in the binary plus the user's files named in
+//! `[filter] labelled`), adds every creator reply of the training data that the lexical stages
+//! pass as a negative, embeds everything through the embedding cache, builds the feature vectors
+//! of [`super::features`] and trains one classifier per category with [`super::learned`].
+//! Every category of the filter gets a classifier or compile fails naming what to add.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::features;
+use super::learned::{self, CategoryModel, TrainOptions};
+use super::Filter;
+use crate::embed::cache::{embed_with_cache, EmbedCache};
+use crate::embed::Embedder;
+
+/// The labelled corpus compiled into persona: `eval/filter_corpus.jsonl`.
+pub const SHIPPED_CORPUS: (&str, &str) = (
+    "eval/filter_corpus.jsonl (built in)",
+    include_str!("../../eval/filter_corpus.jsonl"),
+);
+
+/// The categories the built-in corpus labels.
+pub fn default_categories() -> Vec<String> {
+    vec!["social_platform".into(), "in_person_meeting".into()]
+}
+
+/// One labelled text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledText {
+    /// The text (a reply or a fan message).
+    pub text: String,
+    /// Its category, `None` for a benign text.
+    pub category: Option<String>,
+    /// The fan message it answers, when the label depends on it.
+    pub fan_message: Option<String>,
+}
+
+/// The learned stage as stored in the artifact: one classifier per category, in the filter's
+/// category order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearnedFilter {
+    /// Buckets of the hashed word features it was trained with.
+    pub hash_dims: usize,
+    /// Per category.
+    pub categories: Vec<LearnedCategory>,
+}
+
+/// One category's classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedCategory {
+    /// The category's name.
+    pub name: String,
+    /// The classifier, its threshold and its cross-validated figures.
+    pub model: CategoryModel,
+}
+
+impl LearnedFilter {
+    /// Checks a stored model against the filter and embedding it will run with.
+    pub fn validate(&self, categories: &[String], dims: usize) -> Result<(), String> {
+        if self.hash_dims != features::HASH_DIMS {
+            return Err(format!(
+                "the learned filter uses {} word buckets, this persona {}",
+                self.hash_dims,
+                features::HASH_DIMS
+            ));
+        }
+        let names: Vec<&str> = self.categories.iter().map(|c| c.name.as_str()).collect();
+        if names != categories.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(format!(
+                "the learned filter's categories {names:?} are not the filter's {categories:?}"
+            ));
+        }
+        let want = features::len(dims, categories.len());
+        for c in &self.categories {
+            c.model
+                .validate(want)
+                .map_err(|e| format!("learned category `{}`: {e}", c.name))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    text: String,
+    category: Option<String>,
+    #[serde(default)]
+    fan_message: Option<String>,
+}
+
+/// Parses a labelled JSON-lines file: `{"text", "category": name or null, "fan_message"?}` per
+/// line; other fields are ignored. `name` is used in errors.
+pub fn parse_labelled(name: &str, content: &str, categories: &[String]) -> Result<Vec<LabelledText>> {
+    let mut out = Vec::new();
+    for (n, line) in content.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let place = || format!("`{name}` line {}", n + 1);
+        let parsed: Line = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}: expected {{\"text\": string, \"category\": string or null, \"fan_message\"?: string}}",
+                place()
+            )
+        })?;
+        if parsed.text.trim().is_empty() {
+            bail!(
+                "{}: the text is empty; remove the line or write the text",
+                place()
+            );
+        }
+        if let Some(c) = &parsed.category {
+            if !categories.contains(c) {
+                bail!(
+                    "{}: unknown category `{c}`; use one of {} or null",
+                    place(),
+                    categories.join(", ")
+                );
+            }
+        }
+        out.push(LabelledText {
+            text: parsed.text,
+            category: parsed.category,
+            fan_message: parsed.fan_message.filter(|f| !f.trim().is_empty()),
+        });
+    }
+    Ok(out)
+}
+
+/// The options the learned stage is trained with: a recall target of 0.98 within a 1% false
+/// positive budget, both out of fold.
+pub fn options() -> TrainOptions {
+    TrainOptions {
+        epochs: 300,
+        folds: 4,
+        l2: 1e-5,
+        learning_rate: 0.05,
+        target_recall: 0.98,
+        max_false_positive_rate: 0.01,
+        ..TrainOptions::default()
+    }
+}
+
+/// Trains the learned stage. `creator` holds the creator's replies with the fan message each
+/// answered; those the lexical stages pass become negatives.
+pub fn train(
+    filter: &Filter,
+    labelled: &[LabelledText],
+    creator: &[(String, Option<String>)],
+    embedder: &mut dyn Embedder,
+    cache: &mut EmbedCache,
+    batch_size: usize,
+) -> Result<LearnedFilter> {
+    let names: Vec<String> = filter
+        .settings
+        .categories
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let mut samples: Vec<LabelledText> = labelled.to_vec();
+    samples.extend(
+        creator
+            .iter()
+            .filter(|(reply, _)| !filter.check_lexical(reply).blocked)
+            .map(|(reply, fan)| LabelledText {
+                text: reply.clone(),
+                category: None,
+                fan_message: fan.clone(),
+            }),
+    );
+    let rows = feature_rows(filter, &names, &samples, embedder, cache, batch_size)?;
+    let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+    let model_cache = cache.dir().map(|d| d.with_file_name("learned"));
+    let mut categories = Vec::new();
+    for name in &names {
+        let labels: Vec<bool> = samples
+            .iter()
+            .map(|s| s.category.as_deref() == Some(name.as_str()))
+            .collect();
+        let cached = model_cache
+            .as_ref()
+            .map(|dir| dir.join(format!("{}.json", model_key(&rows, &labels))));
+        if let Some(model) = cached.as_deref().and_then(read_cached) {
+            categories.push(LearnedCategory {
+                name: name.clone(),
+                model,
+            });
+            continue;
+        }
+        let model = learned::train(&refs, &labels, None, &options()).map_err(|e| {
+            anyhow::anyhow!(
+                "training the learned filter for `{name}`: {e}; add labelled texts of `{name}` to a file named in \
+                 `[filter] labelled` (JSON lines with \"text\" and \"category\")"
+            )
+        })?;
+        if let Some(path) = &cached {
+            // A cache that cannot be written only costs the next compile the training time.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Ok(json) = serde_json::to_vec(&model) {
+                let _ = crate::artifact::write_atomic(path, &json);
+            }
+        }
+        categories.push(LearnedCategory {
+            name: name.clone(),
+            model,
+        });
+    }
+    Ok(LearnedFilter {
+        hash_dims: features::HASH_DIMS,
+        categories,
+    })
+}
+
+/// The key of a trained model: a hash of everything training reads (features, labels, options),
+/// so the same inputs reuse the model and any change retrains. Training is deterministic, so a
+/// cached model is the model training would produce.
+fn model_key(rows: &[Vec<f32>], labels: &[bool]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{:?}", options()).as_bytes());
+    for (row, label) in rows.iter().zip(labels) {
+        h.update([u8::from(*label)]);
+        for x in row {
+            h.update(x.to_le_bytes());
+        }
+    }
+    crate::embed::hex(&h.finalize()[..16])
+}
+
+/// A cached model, if present and readable; anything else means "train".
+fn read_cached(path: &std::path::Path) -> Option<CategoryModel> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The feature vector of every sample, embedding all their texts in one pass through the cache.
+fn feature_rows(
+    filter: &Filter,
+    names: &[String],
+    samples: &[LabelledText],
+    embedder: &mut dyn Embedder,
+    cache: &mut EmbedCache,
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let per_sample: Vec<Vec<String>> = samples
+        .iter()
+        .map(|s| features::texts_to_embed(&s.text, s.fan_message.as_deref()))
+        .collect();
+    let all: Vec<String> = per_sample.iter().flatten().cloned().collect();
+    let (vectors, _) = embed_with_cache(embedder, cache, &all, batch_size, &mut |_| {})?;
+    let mut at = 0;
+    let mut rows = Vec::with_capacity(samples.len());
+    for (s, texts) in samples.iter().zip(&per_sample) {
+        let own: Vec<Vec<f32>> = (at..at + texts.len()).map(|i| vectors[i].to_vec()).collect();
+        at += texts.len();
+        let lexical = lexical_index(filter, names, &s.text);
+        rows.push(features::build(
+            &s.text,
+            s.fan_message.as_deref(),
+            &own,
+            lexical,
+            names.len(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The index of the category the lexical stages match, if any.
+pub fn lexical_index(filter: &Filter, names: &[String], text: &str) -> Option<usize> {
+    let v = filter.check_lexical(text);
+    v.category.and_then(|c| names.iter().position(|n| *n == c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["social_platform".into(), "in_person_meeting".into()]
+    }
+
+    #[test]
+    fn the_shipped_corpus_parses_and_covers_every_default_category() {
+        let texts = parse_labelled(SHIPPED_CORPUS.0, SHIPPED_CORPUS.1, &names()).unwrap();
+        assert!(texts.len() >= 1500, "{}", texts.len());
+        for n in names() {
+            assert!(
+                texts
+                    .iter()
+                    .filter(|t| t.category.as_deref() == Some(n.as_str()))
+                    .count()
+                    >= 100,
+                "{n}"
+            );
+        }
+        assert!(texts.iter().any(|t| t.fan_message.is_some()));
+    }
+
+    #[test]
+    fn bad_lines_name_the_file_the_line_and_the_fix() {
+        let cases = [
+            (
+                "unknown category",
+                "{\"text\":\"hi\",\"category\":null}\n{\"text\":\"x\",\"category\":\"spam\"}",
+                "line 2: unknown category `spam`",
+            ),
+            (
+                "empty text",
+                "{\"text\":\"  \",\"category\":null}",
+                "line 1: the text is empty",
+            ),
+            ("not json", "text,category", "line 1: expected"),
+        ];
+        for (name, content, want) in cases {
+            let err = parse_labelled("mine.jsonl", content, &names())
+                .map(|_| ())
+                .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("`mine.jsonl`") && err.contains(want),
+                "{name}: {err}"
+            );
+        }
+    }
+}
