@@ -100,6 +100,21 @@ impl Default for Compile {
     }
 }
 
+/// What the privacy stage masks in demos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// Render demos without their fan's profile and with names, places, emails, phone numbers
+    /// and handles masked (see `answer::privacy`).
+    pub mask_demos: bool,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Privacy { mask_demos: true }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -119,6 +134,8 @@ pub struct Config {
     pub llm: LlmSettings,
     /// The topic filter.
     pub filter: FilterSettings,
+    /// What demos hide about the fans they come from.
+    pub privacy: Privacy,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
     /// The settings given explicitly (file, environment or flag) that override an artifact's.
@@ -162,6 +179,8 @@ struct FileConfig {
     llm: Option<LlmFile>,
     #[serde(default)]
     filter: Option<FilterFile>,
+    #[serde(default)]
+    privacy: Privacy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +347,7 @@ impl Config {
             compile: file.compile,
             llm: LlmSettings::from_preset(&PRESETS[0]),
             filter: FilterSettings::default(),
+            privacy: file.privacy,
             source,
             runtime,
         }

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod persona;
+pub mod privacy;
 pub mod prompt;
 pub mod refine;
 pub mod retrieve;
@@ -388,14 +389,22 @@ impl Persona {
         Ok((infos, inputs))
     }
 
-    /// One demo: the messages before the example's reply, its context at that moment, the fan's
-    /// profile, and the reply.
+    /// One demo: the messages before the example's reply, its context at that moment, and the
+    /// reply, with the demo fan's identifying details masked unless `[privacy] mask_demos` is off
+    /// (then the demo fan's profile is shown too, as before).
     fn demo(&self, hit: Hit, decoded: &HashMap<u32, Conversation>) -> Option<(DemoInfo, Demo)> {
         let e = self.artifact.examples.get(hit.id).copied()?;
         let c = decoded.get(&e.conversation)?;
         let turn_at = e.turn as usize;
-        let reply = c.messages.get(turn_at)?;
-        let before = &c.messages[..turn_at];
+        let mask = self.artifact.settings.privacy.mask_demos;
+        let shown = c.messages.get(..=turn_at)?;
+        let messages = if mask {
+            privacy::mask_messages(shown, c.fan.as_ref())
+        } else {
+            shown.to_vec()
+        };
+        let (reply, before) = messages.split_last()?;
+        let fan = if mask { None } else { c.fan.as_ref() };
         let window = self.artifact.settings.retrieval.context_messages;
         let mut inputs = Inputs::new();
         inputs.insert(
@@ -403,10 +412,10 @@ impl Persona {
             transcript::history_text(&before[before.len().saturating_sub(window)..]),
         );
         if let Some(at) = reply.sent_at.or_else(|| before.last().and_then(|m| m.sent_at)) {
-            let facts = context::facts(before, c.fan.as_ref(), &self.tz, &self.tz_name, at);
+            let facts = context::facts(before, fan, &self.tz, &self.tz_name, at);
             inputs.insert(CONTEXT.into(), facts.render());
         }
-        if let Some(profile) = c.fan.as_ref().and_then(context::profile_text) {
+        if let Some(profile) = fan.and_then(context::profile_text) {
             inputs.insert(FAN_PROFILE.into(), profile);
         }
         let info = DemoInfo {
@@ -646,6 +655,38 @@ mod tests {
         assert_eq!(
             check_message(&long),
             Err(RequestError::MessageTooLong(MAX_MESSAGE_CHARS + 1))
+        );
+    }
+
+    #[test]
+    fn demos_carry_no_other_fans_name_or_town_but_the_current_fan_keeps_theirs() {
+        let persona = testing::persona();
+        let history = vec![fan_says("i made pancakes this morning, do you have pets?")];
+        let mut me = FanProfile::new();
+        me.insert("name".into(), "Dana".into());
+        let turn = Turn {
+            history: &history,
+            fan: Some(&me),
+            now: testing::now(),
+            prefill: false,
+            demos: DemoMode::Nearest,
+        };
+        let prepared = persona.prepare(&turn).unwrap();
+        let prompt = prompt::to_text(&prepared.messages);
+        assert_eq!(prepared.demos.len(), 2);
+        for i in 0..testing::EXCHANGES.len() {
+            assert!(
+                !prompt.contains(&format!("Fan{i}")) && !prompt.contains(&format!("Town{i}")),
+                "{prompt}"
+            );
+        }
+        assert!(
+            prompt.contains("[name] from [city] here"),
+            "the demo keeps its shape: {prompt}"
+        );
+        assert!(
+            prompt.contains("Dana"),
+            "the current fan's own profile is used: {prompt}"
         );
     }
 }

@@ -38,14 +38,15 @@ pub const EXCHANGES: &[(&str, &str)] = &[
 /// A conversation with one exchange, from a fan with a profile.
 fn conversation(i: usize, fan: &str, reply: &str) -> Conversation {
     let mut profile = FanProfile::new();
-    profile.insert("name".into(), format!("fan{i}").into());
+    profile.insert("name".into(), format!("Fan{i}").into());
+    profile.insert("location".into(), format!("Town{i}, OH").into());
     Conversation {
         id: Some(format!("c{i}")),
         fan: Some(profile),
         messages: vec![
             Message {
                 from_creator: false,
-                content: fan.into(),
+                content: format!("Fan{i} from Town{i} here: {fan}"),
                 sent_at: None,
             },
             Message {

@@ -39,6 +39,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::answer::signature::Signature;
 use crate::artifact::conversation_table::ConversationTable;
 use crate::artifact::flat::{Flat, Vectors};
+use crate::config::Privacy;
 use crate::config::{Creator, Retrieval};
 use crate::conversation::Example;
 use crate::embed::ModelInfo;
@@ -132,6 +133,9 @@ pub struct Settings {
     /// The topic filter's configuration at compile time.
     #[serde(default)]
     pub filter: FilterSettings,
+    /// What is masked in demos (artifacts without the section mask, the safe default).
+    #[serde(default)]
+    pub privacy: Privacy,
 }
 
 /// What compile derived for the filter.
@@ -636,6 +640,7 @@ mod tests {
                 signature: Signature::default(),
                 retrieval: Retrieval::default(),
                 filter: FilterSettings::default(),
+                privacy: Privacy::default(),
             },
             conversations: ConversationTable::build(&conversations).unwrap(),
             examples: vec![

@@ -158,6 +158,12 @@ fn build(
     cache: &mut EmbedCache,
     clock: &mut Clock,
 ) -> Result<(Artifact, Counts)> {
+    if !config.privacy.mask_demos && conversations.iter().any(|c| c.fan.is_some()) {
+        eprintln!(
+            "warning: `[privacy] mask_demos = false` while conversations carry fan profiles: every answer's prompt \
+             will show other fans' names and places to the LLM provider; set it to true unless you are sure"
+        );
+    }
     let heldout: Vec<usize> = (0..conversations.len())
         .filter(|&i| dataset::is_held_out(&conversations[i], config.compile.holdout))
         .collect();
@@ -226,6 +232,7 @@ fn build(
             signature: config.signature.clone(),
             retrieval: config.retrieval,
             filter: config.filter.clone(),
+            privacy: config.privacy,
         },
         conversations: ConversationTable::build(&conversations)?,
         examples,
