@@ -112,7 +112,7 @@ pub fn identifying_values(profile: Option<&FanProfile>) -> Vec<(String, &'static
             out.push((part.to_string(), placeholder));
         }
     }
-    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    out.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
     out.dedup();
     out
 }
