@@ -384,12 +384,8 @@ impl Filter {
             }
         }
         let folded = fold(text);
-        for c in &self.settings.categories {
-            for d in &c.detectors {
-                if let Some(found) = self.detect(*d, &folded, &normalized) {
-                    return Verdict::blocked(&c.name, found);
-                }
-            }
+        if let Some(verdict) = self.detectors(&folded, &normalized) {
+            return verdict;
         }
         for (i, re) in &self.patterns {
             if re.is_match(&normalized) {
@@ -452,14 +448,9 @@ impl Filter {
         fan_message: Option<&str>,
         embedder: &mut dyn Embedder,
     ) -> Result<Verdict> {
-        let folded = fold(text);
-        let normalized = self.mask_allowed(&normalize(text));
-        for c in &self.settings.categories {
-            for d in &c.detectors {
-                if let Some(found) = self.detect(*d, &folded, &normalized) {
-                    return Ok(Verdict::blocked(&c.name, found));
-                }
-            }
+        let normalized = self.mask_allowed(&normalize(&features::expand_chat_spelling(text)));
+        if let Some(verdict) = self.detectors(&fold(text), &normalized) {
+            return Ok(verdict);
         }
         let texts = features::texts_to_embed(text, fan_message);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -571,6 +562,16 @@ impl Filter {
             bytes[start..end].fill(b' ');
         }
         String::from_utf8(bytes).unwrap_or_else(|_| normalized.to_string())
+    }
+
+    /// The first detector (handle, link, phone, email) of any category that fires.
+    fn detectors(&self, folded: &str, normalized: &str) -> Option<Verdict> {
+        self.settings.categories.iter().find_map(|c| {
+            c.detectors
+                .iter()
+                .find_map(|d| self.detect(*d, folded, normalized))
+                .map(|found| Verdict::blocked(&c.name, found))
+        })
     }
 
     fn detect(&self, detector: Detector, folded: &str, normalized: &str) -> Option<String> {
