@@ -37,6 +37,39 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check the installation: assets, ONNX Runtime, the embedding model, the configuration.
     Doctor(DoctorArgs),
+    /// List the fans in the history database and clear handoffs to a human.
+    Fans(FansArgs),
+}
+
+/// `persona fans`.
+#[derive(Debug, Args)]
+pub struct FansArgs {
+    /// The history database (default: history.sqlite3 in the per-user data directory).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: FansCommand,
+}
+
+/// The `persona fans` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FansCommand {
+    /// Every fan, most recent first, with open handoffs marked.
+    List {
+        /// Only fans with an open handoff.
+        #[arg(long)]
+        handoff: bool,
+        /// One JSON object per fan.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a fan's open handoffs: a human has taken over and the persona may answer again.
+    ClearHandoff {
+        /// The fan id.
+        #[arg(value_name = "ID")]
+        fan: String,
+    },
 }
 
 /// `persona ask`.
@@ -153,6 +186,9 @@ pub struct CheckArgs {
     /// With --labelled: list the texts the filter gets wrong.
     #[arg(long, requires = "labelled")]
     pub show_errors: bool,
+    /// Check fan messages with the safety categories (minor, crisis) instead of the topic filter.
+    #[arg(long)]
+    pub safety: bool,
 }
 
 /// `persona eval`.

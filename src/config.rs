@@ -14,6 +14,7 @@ use crate::answer::signature::Signature;
 use crate::filter::{FilterFile, FilterSettings};
 use crate::index::HnswParams;
 use crate::llm::{self, LlmSettings, PRESETS};
+use crate::safety::{SafetyFile, SafetySettings};
 
 /// The file looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "persona.toml";
@@ -136,6 +137,8 @@ pub struct Config {
     pub filter: FilterSettings,
     /// What demos hide about the fans they come from.
     pub privacy: Privacy,
+    /// The safety categories checked on fans' messages.
+    pub safety: SafetySettings,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
     /// The settings given explicitly (file, environment or flag) that override an artifact's.
@@ -181,6 +184,8 @@ struct FileConfig {
     filter: Option<FilterFile>,
     #[serde(default)]
     privacy: Privacy,
+    #[serde(default)]
+    safety: Option<SafetyFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,9 +295,19 @@ impl Config {
                 Some(p) => e.context(format!("in the configuration `{}`", p.display())),
                 None => e,
             })?;
+        let safety = file
+            .safety
+            .take()
+            .unwrap_or_default()
+            .resolve()
+            .map_err(|e| match &source {
+                Some(p) => e.context(format!("in the configuration `{}`", p.display())),
+                None => e,
+            })?;
         let mut config = Config::from_file(file, source);
         config.llm = resolve_llm(llm_file, overrides)?;
         config.filter = filter;
+        config.safety = safety;
         if let Some(tz) = env("PERSONA_TIMEZONE") {
             config.creator.timezone = tz.clone();
             config.runtime.timezone = Some(tz);
@@ -348,6 +363,7 @@ impl Config {
             llm: LlmSettings::from_preset(&PRESETS[0]),
             filter: FilterSettings::default(),
             privacy: file.privacy,
+            safety: SafetySettings::default(),
             source,
             runtime,
         }

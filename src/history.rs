@@ -13,8 +13,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::answer::refine::CleanReply;
 use crate::conversation::{FanProfile, Message};
+use crate::safety::Handoff;
 
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The longest fan id accepted.
 pub const MAX_FAN_ID_CHARS: usize = 128;
@@ -81,6 +82,23 @@ impl HistoryStore {
                  COMMIT;",
             )?;
         }
+        if version < 2 {
+            self.conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS handoffs (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     fan_id TEXT NOT NULL REFERENCES fans(id) ON DELETE CASCADE,
+                     category TEXT NOT NULL,
+                     reason TEXT NOT NULL,
+                     stop INTEGER NOT NULL,
+                     at TEXT NOT NULL,
+                     cleared_at TEXT
+                 );
+                 CREATE INDEX IF NOT EXISTS open_handoffs ON handoffs(fan_id) WHERE cleared_at IS NULL;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )?;
+        }
         Ok(())
     }
 
@@ -138,13 +156,15 @@ impl HistoryStore {
     /// Records one exchange, the fan's message and the reply it got, in one transaction: both are
     /// stored or neither is, so a failed or refused answer leaves no trace and a retry stores the
     /// message once. Creates the fan if needed. Only a [`CleanReply`] can be stored as the
-    /// creator's message.
+    /// creator's message. A handoff the answer made is opened in the same transaction, unless
+    /// the fan already has an open one of that category.
     pub fn record_exchange(
         &mut self,
         fan_id: &str,
         fan_message: &Message,
         reply: &CleanReply,
         replied_at: Timestamp,
+        handoff: Option<&Handoff>,
     ) -> Result<()> {
         check_fan_id(fan_id)?;
         if fan_message.from_creator {
@@ -165,6 +185,14 @@ impl HistoryStore {
             insert,
             params![fan_id, true, reply.as_str(), replied_at.max(sent_at).to_string()],
         )?;
+        if let Some(h) = handoff {
+            tx.execute(
+                "INSERT INTO handoffs (fan_id, category, reason, stop, at)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM handoffs WHERE fan_id = ?1 AND category = ?2 AND cleared_at IS NULL)",
+                params![fan_id, h.category, h.reason, h.stop, h.at.to_string()],
+            )?;
+        }
         tx.commit().with_context(|| {
             format!(
                 "saving an exchange of fan `{fan_id}` to `{}`",
@@ -186,12 +214,124 @@ impl HistoryStore {
         Ok(())
     }
 
+    /// A fan's open handoffs, oldest first.
+    pub fn open_handoffs(&self, fan_id: &str) -> Result<Vec<Handoff>> {
+        Ok(self.handoffs(Some(fan_id))?.into_iter().map(|(_, h)| h).collect())
+    }
+
+    /// The open handoff that stops the bot for this fan, if any.
+    pub fn stopping_handoff(&self, fan_id: &str) -> Result<Option<Handoff>> {
+        Ok(self.open_handoffs(fan_id)?.into_iter().find(|h| h.stop))
+    }
+
+    /// Every open handoff with its fan, oldest first.
+    pub fn all_open_handoffs(&self) -> Result<Vec<(String, Handoff)>> {
+        self.handoffs(None)
+    }
+
+    fn handoffs(&self, fan_id: Option<&str>) -> Result<Vec<(String, Handoff)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT fan_id, category, reason, stop, at FROM handoffs
+             WHERE cleared_at IS NULL AND (?1 IS NULL OR fan_id = ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([fan_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (fan, category, reason, stop, at) = row?;
+            let at: Timestamp = at
+                .parse()
+                .with_context(|| format!("reading the time `{at}` of a handoff of fan `{fan}`"))?;
+            out.push((
+                fan,
+                Handoff {
+                    category,
+                    reason,
+                    at,
+                    stop,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Closes a fan's open handoffs (a human has taken over and cleared it); returns how many
+    /// were open, or `None` for a fan the store does not know.
+    pub fn clear_handoff(&mut self, fan_id: &str, at: Timestamp) -> Result<Option<usize>> {
+        if !self.exists(fan_id)? {
+            return Ok(None);
+        }
+        let n = self.conn.execute(
+            "UPDATE handoffs SET cleared_at = ?2 WHERE fan_id = ?1 AND cleared_at IS NULL",
+            params![fan_id, at.to_string()],
+        )?;
+        Ok(Some(n))
+    }
+
+    /// Every fan with their message count, last message and open handoffs, most recent first.
+    pub fn fans(&self) -> Result<Vec<FanSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT f.id, COUNT(m.id),
+                    (SELECT content FROM messages WHERE fan_id = f.id ORDER BY id DESC LIMIT 1),
+                    (SELECT sent_at FROM messages WHERE fan_id = f.id ORDER BY id DESC LIMIT 1)
+             FROM fans f LEFT JOIN messages m ON m.fan_id = f.id
+             GROUP BY f.id ORDER BY 4 DESC, f.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, usize>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut open: std::collections::HashMap<String, Vec<Handoff>> = std::collections::HashMap::new();
+        for (fan, h) in self.all_open_handoffs()? {
+            open.entry(fan).or_default().push(h);
+        }
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, messages, last_message, last_at) = row?;
+            let handoffs = open.remove(&id).unwrap_or_default();
+            out.push(FanSummary {
+                id,
+                messages,
+                last_message,
+                last_at,
+                handoffs,
+            });
+        }
+        Ok(out)
+    }
+
     /// Forgets a fan's messages (the profile stays).
     pub fn reset(&mut self, fan_id: &str) -> Result<usize> {
         Ok(self
             .conn
             .execute("DELETE FROM messages WHERE fan_id = ?1", [fan_id])?)
     }
+}
+
+/// One fan as `persona fans list` and the service show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FanSummary {
+    /// The fan id.
+    pub id: String,
+    /// Messages stored.
+    pub messages: usize,
+    /// The last message, either side.
+    pub last_message: Option<String>,
+    /// When it was sent (RFC 3339).
+    pub last_at: Option<String>,
+    /// Open handoffs, oldest first.
+    pub handoffs: Vec<Handoff>,
 }
 
 /// Checks a fan id: non-empty, printable, at most [`MAX_FAN_ID_CHARS`].
@@ -234,6 +374,7 @@ mod tests {
                     &fan("hi", "2026-01-01T10:00:00Z"),
                     &reply,
                     at("2026-01-01T10:01:00Z"),
+                    None,
                 )
                 .unwrap();
             let mut profile = FanProfile::new();
@@ -245,6 +386,7 @@ mod tests {
                     &fan("yo", "2026-01-01T11:00:00Z"),
                     &reply,
                     at("2026-01-01T11:00:00Z"),
+                    None,
                 )
                 .unwrap();
         }
@@ -274,6 +416,7 @@ mod tests {
                 &fan("hi", "2026-01-01T10:00:00Z"),
                 &reply,
                 at("2026-01-01T09:00:00Z"),
+                None,
             )
             .unwrap();
         let (messages, _) = store.load("mike").unwrap();
@@ -283,7 +426,7 @@ mod tests {
             ..fan("hi", "2026-01-01T10:00:00Z")
         };
         assert!(store
-            .record_exchange("mike", &creator_first, &reply, at("2026-01-01T10:00:00Z"))
+            .record_exchange("mike", &creator_first, &reply, at("2026-01-01T10:00:00Z"), None)
             .is_err());
         assert_eq!(
             store.load("mike").unwrap().0.len(),
@@ -299,15 +442,21 @@ mod tests {
         let reply = CleanReply::for_tests("hey");
         let now = at("2026-01-01T10:00:00Z");
         store
-            .record_exchange("mike", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now)
+            .record_exchange("mike", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None)
             .unwrap();
         assert_eq!(store.reset("mike").unwrap(), 2);
         assert!(store.load("mike").unwrap().0.is_empty());
         assert!(store
-            .record_exchange("", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now)
+            .record_exchange("", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None)
             .is_err());
         assert!(store
-            .record_exchange(&"x".repeat(200), &fan("hi", "2026-01-01T10:00:00Z"), &reply, now)
+            .record_exchange(
+                &"x".repeat(200),
+                &fan("hi", "2026-01-01T10:00:00Z"),
+                &reply,
+                now,
+                None
+            )
             .is_err());
     }
 }

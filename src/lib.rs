@@ -7,7 +7,8 @@
 //! - [`serve`]: the HTTP service over the same answer pipeline.
 //! - [`answer`]: the answer pipeline: context, retrieval, signature, prompt, generate-check-retry
 //!   and best-of-N, behind one [`answer::Responder`].
-//! - [`filter`]: the topic filter and its figures on labelled sets.
+//! - [`filter`]: the topic filter and its figures on labelled sets; [`safety`]: the fan-message
+//!   categories (minor, crisis) that hand a fan to a human, on the same machinery.
 //! - [`eval`]: voice-fidelity metrics, the style profile and the report.
 //! - [`artifact`] and [`index`]: the compiled file and the HNSW index inside it.
 //! - [`conversation`]: messages, the training-data format and transcripts.
@@ -28,4 +29,5 @@ pub mod history;
 pub mod index;
 pub mod llm;
 pub mod paths;
+pub mod safety;
 pub mod serve;

@@ -2,12 +2,15 @@
 //!
 //! [`Persona::prepare`] runs the stages before the model: the input filter (a context note when
 //! the fan asks for a forbidden topic), context facts, query embedding, demo selection and prompt
-//! rendering. [`Persona::answer`] then generates with the refine loop, once or best-of-N, and
-//! returns an [`Answer`] whose reply is a [`CleanReply`]. `ask`, `serve` and `eval` all call
+//! rendering; before them the safety check, whose hit (or a stored handoff that stops the bot)
+//! replaces the whole turn with the category's fixed reply. [`Persona::answer`] then generates
+//! with the refine loop, once or best-of-N, checking every draft with the topic filter and the
+//! prompt-leak guard, and returns an [`Answer`] whose reply is a [`CleanReply`]. `ask`, `serve` and `eval` all call
 //! these two methods; nothing else builds a turn, picks demos or samples candidates. Nothing from
 //! compile is redone here: only the incoming conversation is embedded.
 
 pub mod context;
+pub mod leak;
 pub mod persona;
 pub mod privacy;
 pub mod prompt;
@@ -32,6 +35,7 @@ use crate::eval::metrics::Rng;
 use crate::filter::Verdict;
 use crate::index::Hit;
 use crate::llm::{ChatMessage, ChatModel};
+use crate::safety::Handoff;
 
 pub use self::persona::Persona;
 pub use self::refine::CleanReply;
@@ -151,6 +155,9 @@ pub struct Turn<'a> {
     pub prefill: bool,
     /// How demos are chosen.
     pub demos: DemoMode,
+    /// The fan's stored handoff, when one is open: one that stops the bot replaces the turn
+    /// with its category's reply.
+    pub handoff: Option<&'a Handoff>,
 }
 
 /// A demo as reported by `--dry-run`, `--json` and `/v1/reply`.
@@ -177,6 +184,14 @@ pub struct Prepared {
     pub input_verdict: Verdict,
     /// The rendered prompt.
     pub messages: Vec<ChatMessage>,
+    /// The handoff this turn makes or continues: then no model is asked and the reply is the
+    /// safety category's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+    #[serde(skip)]
+    handoff_reply: Option<String>,
+    #[serde(skip)]
+    leak: leak::LeakGuard,
     #[serde(skip)]
     demo_inputs: Vec<Demo>,
     #[serde(skip)]
@@ -217,6 +232,9 @@ pub struct Answer {
     /// With best-of-N, every candidate (the chosen one among them), in sampling order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
+    /// The handoff to a human this turn made or continued; stores record it with the exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
 }
 
 impl Persona {
@@ -227,6 +245,9 @@ impl Persona {
             .last()
             .filter(|m| !m.from_creator)
             .map_or("", |m| m.content.as_str());
+        if let Some(prepared) = self.handoff_turn(turn, fan_text)? {
+            return Ok(prepared);
+        }
         let input_verdict = self.check(fan_text)?;
         let mut facts = context::facts(turn.history, turn.fan, &self.tz, &self.tz_name, turn.now);
         if let Some(note) = self.input_note(&input_verdict) {
@@ -248,6 +269,9 @@ impl Persona {
             demos,
             input_verdict,
             messages: Vec::new(),
+            handoff: None,
+            handoff_reply: None,
+            leak: leak::LeakGuard::default(),
             demo_inputs,
             current,
             query,
@@ -255,7 +279,44 @@ impl Persona {
             fan_message: (!fan_text.is_empty()).then(|| fan_text.to_string()),
         };
         prepared.messages = self.render(&prepared, &[]);
+        prepared.leak = leak::LeakGuard::new(&prepared.messages);
         Ok(prepared)
+    }
+
+    /// The turn when the bot must not improvise: the fan's open handoff stops it, or the safety
+    /// check finds a category in the fan's message. No retrieval, no prompt.
+    fn handoff_turn(&self, turn: &Turn<'_>, fan_text: &str) -> Result<Option<Prepared>> {
+        let stored = turn.handoff.filter(|h| h.stop).and_then(|h| {
+            self.safety()
+                .reply_for(h)
+                .map(|reply| (h.clone(), reply.to_string()))
+        });
+        let found = match stored {
+            Some(found) => Some(found),
+            None => self.check_safety(fan_text, turn.now)?,
+        };
+        let Some((handoff, reply)) = found else {
+            return Ok(None);
+        };
+        let facts = context::facts(turn.history, turn.fan, &self.tz, &self.tz_name, turn.now);
+        Ok(Some(Prepared {
+            context: facts,
+            demos: Vec::new(),
+            input_verdict: Verdict {
+                blocked: false,
+                category: None,
+                reason: format!("handed off: {}", handoff.category),
+            },
+            messages: Vec::new(),
+            handoff: Some(handoff),
+            handoff_reply: Some(reply),
+            leak: leak::LeakGuard::default(),
+            demo_inputs: Vec::new(),
+            current: Inputs::new(),
+            query: Vec::new(),
+            prefill: turn.prefill,
+            fan_message: (!fan_text.is_empty()).then(|| fan_text.to_string()),
+        }))
     }
 
     /// Generates the reply for a prepared turn: once, or best-of-N in voice.
@@ -265,6 +326,19 @@ impl Persona {
         prepared: &Prepared,
         sampling: Sampling,
     ) -> Result<Answer> {
+        if let (Some(handoff), Some(reply)) = (&prepared.handoff, &prepared.handoff_reply) {
+            let mut check = |text: &str| self.check(text);
+            let outcome = refine::fixed(reply, &mut check, prepared.input_verdict.clone())?;
+            return Ok(Answer {
+                reply: outcome.reply,
+                demos: Vec::new(),
+                context: prepared.context.clone(),
+                filter: outcome.filter,
+                calls: 0,
+                candidates: Vec::new(),
+                handoff: Some(handoff.clone()),
+            });
+        }
         let (outcome, candidates) = if sampling.n > 1 {
             self.best_of(model, prepared, sampling).await?
         } else {
@@ -277,6 +351,7 @@ impl Persona {
             filter: outcome.filter,
             calls: outcome.calls,
             candidates,
+            handoff: None,
         })
     }
 
@@ -459,7 +534,13 @@ impl Persona {
         let settings = &self.artifact.settings;
         let prompt = |hints: &[String]| self.render(prepared, hints);
         let parse = |answer: &str| prompt::parse_reply(answer, &settings.signature, &settings.creator.name);
-        let mut check = |text: &str| self.check_in_context(text, prepared.fan_message.as_deref());
+        let mut check = |text: &str| {
+            let verdict = self.check_in_context(text, prepared.fan_message.as_deref())?;
+            Ok(match verdict.blocked {
+                true => verdict,
+                false => prepared.leak.check(text).unwrap_or(verdict),
+            })
+        };
         let attempts = if settings.filter.enabled {
             settings.filter.attempts
         } else {
@@ -531,6 +612,7 @@ mod tests {
             now: testing::now(),
             prefill: false,
             demos: DemoMode::Nearest,
+            handoff: None,
         };
         persona.prepare(&turn).unwrap()
     }
@@ -558,6 +640,7 @@ mod tests {
             now: testing::now(),
             prefill: false,
             demos: DemoMode::None,
+            handoff: None,
         };
         assert!(persona.prepare(&turn).unwrap().demos.is_empty());
         turn.demos = DemoMode::Random(3);
@@ -670,6 +753,7 @@ mod tests {
             now: testing::now(),
             prefill: false,
             demos: DemoMode::Nearest,
+            handoff: None,
         };
         let prepared = persona.prepare(&turn).unwrap();
         let prompt = prompt::to_text(&prepared.messages);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
 use crate::artifact::{self, Artifact};
 use crate::config::RuntimeSettings;
@@ -20,6 +21,7 @@ use crate::eval::style::StyleProfile;
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
 use crate::paths::Assets;
+use crate::safety::{Handoff, Safety};
 
 /// A compiled persona, ready to answer.
 pub struct Persona {
@@ -28,6 +30,7 @@ pub struct Persona {
     pub(super) index: Index,
     embedder: Mutex<Box<dyn Embedder + Send>>,
     filter: Filter,
+    safety: Safety,
     pub(super) tz: TimeZone,
     pub(super) tz_name: String,
     pub(super) k: usize,
@@ -102,12 +105,19 @@ impl Persona {
                 .with_learned(artifact.filter.learned.clone(), dims)
                 .context("loading the learned filter")?;
         }
+        let dims = artifact.manifest.embedding.dims;
+        let safety = Safety::new(
+            &artifact.settings.safety,
+            Some((artifact.filter.safety.clone(), dims)),
+        )
+        .context("loading the safety check")?;
         let k = runtime.k.unwrap_or(artifact.settings.retrieval.k);
         Ok(Persona {
             artifact,
             index,
             embedder: Mutex::new(embedder),
             filter,
+            safety,
             tz,
             tz_name,
             k,
@@ -145,6 +155,20 @@ impl Persona {
     /// The filter in use.
     pub fn filter(&self) -> &Filter {
         &self.filter
+    }
+
+    /// The safety check on fans' messages.
+    pub fn safety(&self) -> &Safety {
+        &self.safety
+    }
+
+    /// The safety check on a fan's message: the handoff and the category's reply on a hit.
+    pub fn check_safety(&self, fan_message: &str, now: Timestamp) -> Result<Option<(Handoff, String)>> {
+        let mut embedder = self
+            .embedder
+            .lock()
+            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
+        self.safety.check(fan_message, Some(&mut **embedder), now)
     }
 
     /// Embeds texts with the persona's model.

@@ -85,6 +85,32 @@ pub struct Refine<'a> {
     pub input: Verdict,
 }
 
+/// A fixed reply (a safety category's) checked like a draft, with no model call. A blocked one
+/// is an error, never a reply: compile refuses such replies, so this only guards the type.
+pub fn fixed(
+    text: &str,
+    check: &mut (dyn FnMut(&str) -> Result<Verdict> + Send),
+    input: Verdict,
+) -> Result<Outcome> {
+    let verdict = check(text)?;
+    if verdict.blocked {
+        bail!(
+            "the configured safety reply is blocked by the topic filter ({}); rewrite it in `[safety]` and recompile",
+            verdict.reason
+        );
+    }
+    Ok(Outcome {
+        reply: CleanReply(text.to_string()),
+        calls: 0,
+        filter: FilterReport {
+            input,
+            output: vec![verdict],
+            attempts: 0,
+            fallback: false,
+        },
+    })
+}
+
 /// Runs the loop.
 pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
     let mut hints: Vec<String> = Vec::new();

@@ -47,6 +47,7 @@ use crate::eval::style::StyleProfile;
 use crate::filter::train::LearnedFilter;
 use crate::filter::{ExampleVectors, FilterSettings};
 use crate::index::{Graph, HnswParams};
+use crate::safety::SafetySettings;
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -136,6 +137,9 @@ pub struct Settings {
     /// What is masked in demos (artifacts without the section mask, the safe default).
     #[serde(default)]
     pub privacy: Privacy,
+    /// The safety categories (artifacts without the section get the defaults, lexical only).
+    #[serde(default)]
+    pub safety: SafetySettings,
 }
 
 /// What compile derived for the filter.
@@ -149,6 +153,9 @@ pub struct CompiledFilter {
     /// The learned stage's classifiers (empty when `[filter] learned = false`).
     #[serde(default)]
     pub learned: LearnedFilter,
+    /// The safety categories' classifiers (empty when `[safety] learned = false`).
+    #[serde(default)]
+    pub safety: LearnedFilter,
 }
 
 /// The whole artifact: small parts decoded, large parts viewed in place in the mapped file.
@@ -641,6 +648,7 @@ mod tests {
                 retrieval: Retrieval::default(),
                 filter: FilterSettings::default(),
                 privacy: Privacy::default(),
+                safety: SafetySettings::default(),
             },
             conversations: ConversationTable::build(&conversations).unwrap(),
             examples: vec![
@@ -659,6 +667,7 @@ mod tests {
                 examples: ExampleVectors::default(),
                 deflections: vec![1],
                 learned: LearnedFilter::default(),
+                safety: LearnedFilter::default(),
             },
             style: StyleProfile::build(&["hey you", "tea time"], &["hi"]),
         }

@@ -19,12 +19,15 @@ use crate::filter::Verdict;
 use crate::history::{self, HistoryStore};
 use crate::llm::{ChatMessage, LlmClient};
 use crate::paths::Assets;
+use crate::safety::Handoff;
 
 /// Where the conversation lives during a session.
 struct Session {
     store: Option<(HistoryStore, String)>,
     history: Vec<Message>,
     profile: Option<FanProfile>,
+    /// The fan's open handoff that stops the bot, if any.
+    handoff: Option<Handoff>,
 }
 
 impl Session {
@@ -34,23 +37,35 @@ impl Session {
                 store: None,
                 history: Vec::new(),
                 profile: None,
+                handoff: None,
             });
         };
         history::check_fan_id(fan)?;
         let path = args.history.clone().unwrap_or_else(HistoryStore::default_path);
         let store = HistoryStore::open(&path)?;
         let (history, profile) = store.load(fan)?;
+        let handoff = store.stopping_handoff(fan)?;
         Ok(Session {
             store: Some((store, fan.clone())),
             history,
             profile,
+            handoff,
         })
     }
 
     /// Keeps an exchange: in the store as one transaction, then in memory.
-    fn record(&mut self, fan_message: Message, reply: &CleanReply, at: Timestamp) -> Result<()> {
+    fn record(
+        &mut self,
+        fan_message: Message,
+        reply: &CleanReply,
+        at: Timestamp,
+        handoff: Option<&Handoff>,
+    ) -> Result<()> {
         if let Some((store, fan)) = &mut self.store {
-            store.record_exchange(fan, &fan_message, reply, at)?;
+            store.record_exchange(fan, &fan_message, reply, at, handoff)?;
+        }
+        if let Some(h) = handoff.filter(|h| h.stop) {
+            self.handoff = Some(h.clone());
         }
         let sent_at = fan_message.sent_at;
         self.history.push(fan_message);
@@ -103,6 +118,7 @@ impl Asker<'_> {
             now: self.now(),
             prefill: self.prefill,
             demos: DemoMode::Nearest,
+            handoff: session.handoff.as_ref(),
         };
         let prepared = self.persona.prepare(&turn)?;
         if self.args.dry_run {
@@ -126,7 +142,19 @@ impl Asker<'_> {
                 eprintln!("every draft was blocked; replying with a deflection from the training data");
             }
         }
-        session.record(fan_message, &answer.reply, self.now())?;
+        if let Some(h) = &answer.handoff {
+            eprintln!(
+                "handed off to a human: {} ({}){}",
+                h.category,
+                h.reason,
+                if h.stop {
+                    "; this fan gets only the handoff reply until `persona fans clear-handoff` is run"
+                } else {
+                    ""
+                }
+            );
+        }
+        session.record(fan_message, &answer.reply, self.now(), answer.handoff.as_ref())?;
         Ok((prepared, Some(answer)))
     }
 }

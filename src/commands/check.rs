@@ -1,7 +1,7 @@
 //! `persona check`: the topic filter on its own, for people, scripts and the labelled set.
 //!
 //! Builds the filter from an artifact (its compiled configuration and example vectors) or from
-//! `persona.toml` / the defaults, then checks arguments, JSON lines from stdin, or a labelled set
+//! `persona.toml` / the defaults (with `--safety`, the safety categories' check instead), then checks arguments, JSON lines from stdin, or a labelled set
 //! (precision, recall, false positives, and the semantic-threshold sweep). Scoring itself is in
 //! `filter_eval`.
 
@@ -80,16 +80,23 @@ fn line_json(text: &str, v: &Verdict) -> serde_json::Value {
 }
 
 fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedder>)> {
-    let (settings, examples, learned) = match &args.artifact {
-        Some(path) => {
+    let (settings, examples, learned) = match (&args.artifact, args.safety) {
+        (Some(path), false) => {
             let a = artifact::read(path)?;
             let dims = a.manifest.embedding.dims;
             let learned = (!a.filter.learned.categories.is_empty()).then_some((a.filter.learned, dims));
             (a.settings.filter, Some(a.filter.examples), learned)
         }
-        None => (config.filter.clone(), None, None),
+        (Some(path), true) => {
+            let a = artifact::read(path)?;
+            let dims = a.manifest.embedding.dims;
+            let learned = (!a.filter.safety.categories.is_empty()).then_some((a.filter.safety, dims));
+            (a.settings.safety.filter_settings(), None, learned)
+        }
+        (None, false) => (config.filter.clone(), None, None),
+        (None, true) => (config.safety.filter_settings(), None, None),
     };
-    let semantic = settings.semantic && !args.lexical_only;
+    let semantic = (settings.semantic || learned.is_some()) && !args.lexical_only;
     let mut filter = Filter::new(settings)?;
     if !semantic {
         return Ok((filter, None));

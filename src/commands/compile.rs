@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -22,6 +22,7 @@ use crate::eval::style::StyleProfile;
 use crate::filter::train::{self, LabelledText, LearnedFilter};
 use crate::filter::Filter;
 use crate::index;
+use crate::safety::Safety;
 
 /// What a compile did, as printed by `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -196,6 +197,7 @@ fn build(
             &filter,
             labelled,
             &creator,
+            &train::options(),
             embedder,
             cache,
             config.embedding.batch_size,
@@ -203,12 +205,29 @@ fn build(
     } else {
         LearnedFilter::default()
     };
+    let safety = if config.safety.enabled && config.safety.learned {
+        let negatives = fan_messages(&conversations, &heldout);
+        let checker = Safety::new(&config.safety, None)?;
+        train::train(
+            checker.filter(),
+            &safety_labelled_texts(config)?,
+            &negatives,
+            &crate::safety::train_options(),
+            embedder,
+            cache,
+            config.embedding.batch_size,
+        )
+        .context("training the safety classifier")?
+    } else {
+        LearnedFilter::default()
+    };
     cache.unload()?;
-    clock.lap("learned filter: embed the labelled texts, train");
+    clock.lap("learned filter and safety: embed the labelled texts, train");
 
     let graph = index::build(&vectors, config.index)?;
     clock.lap("hnsw build");
     filter.embed_examples(embedder)?;
+    check_handoff_replies(config, &filter, &learned, embedder)?;
     let deflections = deflections(&filter, &conversations, &examples);
     let style = style_profile(&conversations, &examples, &heldout);
     let manifest = Manifest {
@@ -233,6 +252,7 @@ fn build(
             retrieval: config.retrieval,
             filter: config.filter.clone(),
             privacy: config.privacy,
+            safety: config.safety.clone(),
         },
         conversations: ConversationTable::build(&conversations)?,
         examples,
@@ -242,6 +262,7 @@ fn build(
             examples: filter.examples().clone(),
             deflections,
             learned,
+            safety,
         },
         style,
     };
@@ -351,6 +372,76 @@ fn labelled_texts(config: &Config) -> Result<Vec<LabelledText>> {
         )?);
     }
     Ok(texts)
+}
+
+/// The labelled texts the safety classifier trains on: the built-in corpus (its lines of
+/// removed categories left out) and the files named in `[safety] labelled`.
+fn safety_labelled_texts(config: &Config) -> Result<Vec<LabelledText>> {
+    let names = config.safety.names();
+    let (name, content) = crate::safety::SHIPPED_CORPUS;
+    let mut texts: Vec<LabelledText> =
+        train::parse_labelled(name, content, &crate::safety::default_categories())?
+            .into_iter()
+            .filter(|t| t.category.as_ref().is_none_or(|c| names.contains(c)))
+            .collect();
+    for path in &config.safety.labelled {
+        let content = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading the labelled file `{}` named in `[safety] labelled`; check the path",
+                path.display()
+            )
+        })?;
+        texts.extend(train::parse_labelled(
+            &path.display().to_string(),
+            &content,
+            &names,
+        )?);
+    }
+    Ok(texts)
+}
+
+/// Every distinct fan message of the conversations compile indexes (held-out ones are left for
+/// measurement): everyday messages, the safety classifier's negatives.
+fn fan_messages(conversations: &[Conversation], heldout: &[usize]) -> Vec<(String, Option<String>)> {
+    let mut seen = std::collections::HashSet::new();
+    conversations
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| heldout.binary_search(i).is_err())
+        .flat_map(|(_, c)| c.messages.iter().filter(|m| !m.from_creator))
+        .filter(|m| seen.insert(m.content.clone()))
+        .map(|m| (m.content.clone(), None))
+        .collect()
+}
+
+/// Refuses a safety category whose fixed reply the topic filter would block: that reply goes
+/// to a fan like any other.
+fn check_handoff_replies(
+    config: &Config,
+    filter: &Filter,
+    learned: &LearnedFilter,
+    embedder: &mut dyn Embedder,
+) -> Result<()> {
+    if !config.safety.enabled {
+        return Ok(());
+    }
+    let mut checker = Filter::new(config.filter.clone())?.with_examples(filter.examples().clone())?;
+    if !learned.categories.is_empty() {
+        checker = checker.with_learned(learned.clone(), embedder.info().dims)?;
+    }
+    for c in &config.safety.categories {
+        let verdict = checker.check(&c.reply, Some(&mut *embedder))?;
+        if verdict.blocked {
+            bail!(
+                "the `reply` of safety category `{}` is blocked by the topic filter ({}: {}); every reply a fan \
+                 sees must pass it, so rewrite that reply in `[safety]` of persona.toml",
+                c.name,
+                verdict.category.as_deref().unwrap_or("blocked"),
+                verdict.reason
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The creator's indexed replies, each with the fan message it answered.

@@ -8,6 +8,7 @@ pub mod check;
 pub mod compile;
 pub mod doctor;
 pub mod eval;
+pub mod fans;
 pub mod inspect;
 
 use std::io::Write;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => eval::run(base, args),
         Command::Serve(args) => run_serve(base, args),
         Command::Doctor(args) => run_doctor(base, args),
+        Command::Fans(args) => fans::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

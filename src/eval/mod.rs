@@ -185,6 +185,7 @@ pub async fn generate<M: ChatModel>(
             now: item.now,
             prefill,
             demos,
+            handoff: None,
         };
         let prepared = persona.prepare(&turn)?;
         let sampling = if system == System::BestOf3 {

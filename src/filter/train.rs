@@ -143,12 +143,13 @@ pub fn options() -> TrainOptions {
     }
 }
 
-/// Trains the learned stage. `creator` holds the creator's replies with the fan message each
+/// Trains the learned stage with `opts` ([`options`] for the topic filter). `creator` holds the creator's replies with the fan message each
 /// answered; those the lexical stages pass become negatives.
 pub fn train(
     filter: &Filter,
     labelled: &[LabelledText],
     creator: &[(String, Option<String>)],
+    opts: &TrainOptions,
     embedder: &mut dyn Embedder,
     cache: &mut EmbedCache,
     batch_size: usize,
@@ -181,7 +182,7 @@ pub fn train(
             .collect();
         let cached = model_cache
             .as_ref()
-            .map(|dir| dir.join(format!("{}.json", model_key(&rows, &labels))));
+            .map(|dir| dir.join(format!("{}.json", model_key(&rows, &labels, opts))));
         if let Some(model) = cached.as_deref().and_then(read_cached) {
             categories.push(LearnedCategory {
                 name: name.clone(),
@@ -189,7 +190,7 @@ pub fn train(
             });
             continue;
         }
-        let model = learned::train(&refs, &labels, None, &options()).map_err(|e| {
+        let model = learned::train(&refs, &labels, None, opts).map_err(|e| {
             anyhow::anyhow!(
                 "training the learned filter for `{name}`: {e}; add labelled texts of `{name}` to a file named in \
                  `[filter] labelled` (JSON lines with \"text\" and \"category\")"
@@ -218,10 +219,10 @@ pub fn train(
 /// The key of a trained model: a hash of everything training reads (features, labels, options),
 /// so the same inputs reuse the model and any change retrains. Training is deterministic, so a
 /// cached model is the model training would produce.
-fn model_key(rows: &[Vec<f32>], labels: &[bool]) -> String {
+fn model_key(rows: &[Vec<f32>], labels: &[bool], opts: &TrainOptions) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(format!("{:?}", options()).as_bytes());
+    h.update(format!("{opts:?}").as_bytes());
     for (row, label) in rows.iter().zip(labels) {
         h.update([u8::from(*label)]);
         for x in row {

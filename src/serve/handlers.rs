@@ -22,12 +22,14 @@ use crate::answer::{self, Answer, DemoMode, Sampling, Turn};
 use crate::conversation::{FanProfile, Message};
 use crate::history;
 use crate::llm::ChatModel;
+use crate::safety::Handoff;
 
 /// Runs the pipeline for one fan turn within the queue and concurrency limits.
 async fn answer<M: ChatModel + Send + Sync + 'static>(
     state: &Arc<AppState<M>>,
     history: Vec<Message>,
     fan: Option<FanProfile>,
+    handoff: Option<Handoff>,
     sampling: Sampling,
 ) -> Result<Answer, ApiError> {
     let _slot = state.queue.clone().try_acquire_owned().map_err(|_| {
@@ -52,6 +54,7 @@ async fn answer<M: ChatModel + Send + Sync + 'static>(
             now,
             prefill: prepare_state.options.prefill,
             demos: DemoMode::Nearest,
+            handoff: handoff.as_ref(),
         };
         prepare_state.persona.prepare(&turn)
     })
@@ -110,15 +113,20 @@ pub(super) async fn reply<M: ChatModel + Send + Sync + 'static>(
         content: req.message.trim().to_string(),
         sent_at: Some(sent_at),
     };
-    let (mut history, stored_profile) = state
-        .store
-        .lock()
-        .map_err(|_| ApiError::from_pipeline(anyhow::anyhow!("history store poisoned")))?
-        .load(&req.fan_id)
-        .map_err(ApiError::from_pipeline)?;
+    let (mut history, stored_profile, handoff) = {
+        let store = state
+            .store
+            .lock()
+            .map_err(|_| ApiError::from_pipeline(anyhow::anyhow!("history store poisoned")))?;
+        let (history, profile) = store.load(&req.fan_id).map_err(ApiError::from_pipeline)?;
+        let handoff = store
+            .stopping_handoff(&req.fan_id)
+            .map_err(ApiError::from_pipeline)?;
+        (history, profile, handoff)
+    };
     history.push(fan_message.clone());
     let profile = req.fan.clone().or(stored_profile);
-    let answer = answer(&state, history, profile, sampling).await?;
+    let answer = answer(&state, history, profile, handoff, sampling).await?;
     {
         let mut store = state
             .store
@@ -130,7 +138,13 @@ pub(super) async fn reply<M: ChatModel + Send + Sync + 'static>(
                 .map_err(ApiError::from_pipeline)?;
         }
         store
-            .record_exchange(&req.fan_id, &fan_message, &answer.reply, Timestamp::now())
+            .record_exchange(
+                &req.fan_id,
+                &fan_message,
+                &answer.reply,
+                Timestamp::now(),
+                answer.handoff.as_ref(),
+            )
             .map_err(ApiError::from_pipeline)?;
     }
     Ok(Json(answer))
@@ -219,7 +233,7 @@ pub(super) async fn chat_completions<M: ChatModel + Send + Sync + 'static>(
     }
     let sampling = sampling(&state, req.n)?;
     let history = chat_history(&req.messages)?;
-    let answer = answer(&state, history, None, sampling).await?;
+    let answer = answer(&state, history, None, None, sampling).await?;
     let model = req.model.unwrap_or_else(|| state.persona.creator().to_string());
     Ok(Json(json!({
         "id": format!("chatcmpl-{}", Timestamp::now().as_nanosecond()),
@@ -269,6 +283,48 @@ pub(super) async fn fan_messages<M: Send + Sync + 'static>(
     Ok(Json(
         json!({"fan_id": fan_id, "profile": profile, "messages": messages}),
     ))
+}
+
+/// `GET /v1/handoffs`: every fan waiting for a human, oldest first.
+pub(super) async fn handoffs<M: Send + Sync + 'static>(
+    State(state): State<Arc<AppState<M>>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(state.options.token.as_deref(), &headers)?;
+    let open = state
+        .store
+        .lock()
+        .map_err(|_| ApiError::from_pipeline(anyhow::anyhow!("history store poisoned")))?
+        .all_open_handoffs()
+        .map_err(ApiError::from_pipeline)?;
+    let data: Vec<Value> = open
+        .into_iter()
+        .map(|(fan_id, h)| json!({"fan_id": fan_id, "handoff": h}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `DELETE /v1/fans/{id}/handoff`: a human has taken over; the persona answers the fan again.
+pub(super) async fn clear_handoff<M: Send + Sync + 'static>(
+    State(state): State<Arc<AppState<M>>>,
+    headers: HeaderMap,
+    Path(fan_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(state.options.token.as_deref(), &headers)?;
+    let cleared = state
+        .store
+        .lock()
+        .map_err(|_| ApiError::from_pipeline(anyhow::anyhow!("history store poisoned")))?
+        .clear_handoff(&fan_id, Timestamp::now())
+        .map_err(ApiError::from_pipeline)?;
+    match cleared {
+        Some(n) => Ok(Json(json!({"fan_id": fan_id, "cleared": n}))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no fan with id `{fan_id}`"),
+        )),
+    }
 }
 
 /// `GET /healthz`: the artifact served and whether the LLM answers.

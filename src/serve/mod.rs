@@ -1,7 +1,8 @@
 //! `persona serve`: the persona as an HTTP service (axum on tokio).
 //!
 //! Owns the routes (`POST /v1/reply`, `POST /v1/chat/completions`, `GET /v1/models`,
-//! `GET /v1/fans/{id}/messages`, `GET /healthz`), the shared state, the limits applied as layers
+//! `GET /v1/fans/{id}/messages`, `GET /v1/handoffs`, `DELETE /v1/fans/{id}/handoff`,
+//! `GET /healthz`), the shared state, the limits applied as layers
 //! (body size, request timeout) and graceful shutdown. The handlers are in `handlers`, the error
 //! responses in `errors`, authentication and the rate limit in `limits`. Answers come from the
 //! same [`crate::answer`] pipeline `ask` uses; fan histories live in the SQLite `history` store.
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
@@ -91,6 +92,8 @@ pub fn router<M: ChatModel + Send + Sync + 'static>(state: Arc<AppState<M>>) -> 
         .route("/v1/chat/completions", post(handlers::chat_completions::<M>))
         .route("/v1/models", get(handlers::models::<M>))
         .route("/v1/fans/{fan_id}/messages", get(handlers::fan_messages::<M>))
+        .route("/v1/fans/{fan_id}/handoff", delete(handlers::clear_handoff::<M>))
+        .route("/v1/handoffs", get(handlers::handoffs::<M>))
         .route("/healthz", get(handlers::healthz::<M>))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
