@@ -203,6 +203,11 @@ pub struct EvalArgs {
     /// Score these replies (`{"index", "response"}` per line) as system `responses`, without an LLM.
     #[arg(long, value_name = "FILE")]
     pub responses: Option<PathBuf>,
+    /// Run a prompt-injection set (`{"text", "attack"}` per line, e.g. eval/injection.jsonl)
+    /// through the pipeline instead, and count replies carrying prompt text, violations and
+    /// other fans' data; with --gate, any such reply fails.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["responses", "heldout"])]
+    pub injection: Option<PathBuf>,
     /// Score only the first N held-out turns.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,

@@ -459,4 +459,50 @@ mod tests {
             )
             .is_err());
     }
+
+    #[test]
+    fn a_handoff_is_opened_once_with_its_exchange_listed_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = HistoryStore::open(&dir.path().join("h.sqlite3")).unwrap();
+        let reply = CleanReply::for_tests("take care");
+        let now = at("2026-01-01T10:00:00Z");
+        let handoff = Handoff {
+            category: "minor".into(),
+            reason: "matches a `minor` pattern".into(),
+            at: now,
+            stop: true,
+        };
+        for _ in 0..2 {
+            store
+                .record_exchange(
+                    "kid",
+                    &fan("im 15", "2026-01-01T10:00:00Z"),
+                    &reply,
+                    now,
+                    Some(&handoff),
+                )
+                .unwrap();
+        }
+        store
+            .record_exchange("ana", &fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None)
+            .unwrap();
+        assert_eq!(
+            store.open_handoffs("kid").unwrap(),
+            vec![handoff.clone()],
+            "one open per category"
+        );
+        assert_eq!(store.stopping_handoff("kid").unwrap(), Some(handoff.clone()));
+        assert_eq!(
+            store.all_open_handoffs().unwrap(),
+            vec![("kid".to_string(), handoff)]
+        );
+        let fans = store.fans().unwrap();
+        assert_eq!(fans.len(), 2);
+        let kid = fans.iter().find(|f| f.id == "kid").unwrap();
+        assert_eq!((kid.messages, kid.handoffs.len()), (4, 1));
+        assert_eq!(store.clear_handoff("nobody", now).unwrap(), None);
+        assert_eq!(store.clear_handoff("kid", now).unwrap(), Some(1));
+        assert_eq!(store.stopping_handoff("kid").unwrap(), None);
+        assert_eq!(store.clear_handoff("kid", now).unwrap(), Some(0));
+    }
 }

@@ -5,10 +5,13 @@
 //! profile, and the other fans' messages in the demos. [`LeakGuard::new`] collects that text from
 //! the rendered prompt, leaving out what may be repeated: the creator's own words (demo replies
 //! and `YOU:` lines, which steer the voice) and the current fan's own messages. A draft is a leak
-//! when it carries a marker or a field name, or shares a run of [`SPAN_WORDS`] words with the
+//! when it carries a marker, a field name or a template placeholder, or shares a run of [`SPAN_WORDS`] words with the
 //! protected text. Pure: rendered messages in, a verdict out.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use crate::filter::normalize::fold;
 use crate::filter::Verdict;
@@ -31,16 +34,27 @@ const STRUCTURE: &[&str] = &[
     "not supplied for this particular example",
 ];
 
+/// A template placeholder such as `{output}`: never part of a message to a fan.
+static PLACEHOLDER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{[a-z_]+\}").expect("the placeholder pattern compiles"));
+
 /// The protected text of one rendered prompt, as word spans.
 #[derive(Debug, Clone, Default)]
 pub struct LeakGuard {
     spans: HashSet<Vec<String>>,
+    span: usize,
 }
 
 impl LeakGuard {
     /// Collects the protected spans of a rendered prompt. The last user message is the current
     /// turn: its `THE FAN:` lines are the fan's own words and stay repeatable.
     pub fn new(messages: &[ChatMessage]) -> Self {
+        Self::with_span(messages, SPAN_WORDS)
+    }
+
+    /// The same with another run length (the injection judge uses a shorter one).
+    pub fn with_span(messages: &[ChatMessage], span: usize) -> Self {
+        let span = span.max(1);
         let last_user = messages.iter().rposition(|m| m.role == "user");
         let mut own: HashSet<Vec<String>> = HashSet::new();
         let mut spans: HashSet<Vec<String>> = HashSet::new();
@@ -58,23 +72,23 @@ impl LeakGuard {
                 } else {
                     &mut spans
                 };
-                target.extend(windows(&words(line)));
+                target.extend(windows(&words(line), span));
             }
         }
         spans.retain(|s| !own.contains(s));
-        LeakGuard { spans }
+        LeakGuard { spans, span }
     }
 
     /// The leak verdict on a draft, `None` when it repeats nothing protected. The reason names
     /// what was repeated, never the text.
     pub fn check(&self, draft: &str) -> Option<Verdict> {
         let folded = fold(draft);
-        if STRUCTURE.iter().any(|s| folded.contains(s)) {
+        if STRUCTURE.iter().any(|s| folded.contains(s)) || PLACEHOLDER.is_match(&folded) {
             return Some(blocked("repeats the prompt's markers or field names"));
         }
         let draft_words = words(draft);
-        let repeats = windows(&draft_words).any(|w| self.spans.contains(&w));
-        repeats.then(|| blocked(&format!("repeats {SPAN_WORDS} or more words of the prompt")))
+        let repeats = windows(&draft_words, self.span).any(|w| self.spans.contains(&w));
+        repeats.then(|| blocked(&format!("repeats {} or more words of the prompt", self.span)))
     }
 }
 
@@ -95,8 +109,8 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn windows(words: &[String]) -> impl Iterator<Item = Vec<String>> + '_ {
-    words.windows(SPAN_WORDS).map(<[String]>::to_vec)
+fn windows(words: &[String], span: usize) -> impl Iterator<Item = Vec<String>> + '_ {
+    words.windows(span).map(<[String]>::to_vec)
 }
 
 #[cfg(test)]
@@ -131,6 +145,7 @@ mod tests {
                 true,
             ),
             ("a field name", "my chat_history says hi", true),
+            ("a template placeholder", "{output}", true),
             (
                 "the instructions",
                 "i'm a creator chatting with a fan on the platform lol",

@@ -773,4 +773,85 @@ mod tests {
             "the current fan's own profile is used: {prompt}"
         );
     }
+
+    fn turn_for<'a>(history: &'a [Message], handoff: Option<&'a Handoff>) -> Turn<'a> {
+        Turn {
+            history,
+            fan: None,
+            now: testing::now(),
+            prefill: false,
+            demos: DemoMode::Nearest,
+            handoff,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_minor_gets_the_fixed_reply_without_a_model_call_and_stays_handed_off() {
+        let persona = testing::persona();
+        let model = Scripted::new(&["hey cutie 😘 what are you up to"]);
+        let history = vec![fan_says("im 16 lol")];
+        let prepared = persona.prepare(&turn_for(&history, None)).unwrap();
+        let handoff = prepared.handoff.clone().expect("a minor is handed off");
+        assert_eq!((handoff.category.as_str(), handoff.stop), ("minor", true));
+        assert!(
+            prepared.messages.is_empty(),
+            "no prompt is rendered for a handoff"
+        );
+        let answer = persona.answer(&model, &prepared, Sampling::ONE).await.unwrap();
+        let minor = persona.safety().category("minor").unwrap().reply.clone();
+        assert_eq!(answer.reply.as_str(), minor);
+        assert_eq!((answer.calls, model.calls().len()), (0, 0));
+        assert_eq!(answer.handoff.as_ref(), Some(&handoff));
+
+        // Later, an everyday message from the same fan still gets the notice while the stored
+        // handoff is open, and a crisis does not stop the bot for later turns.
+        let later = vec![fan_says("so what are you up to tonight")];
+        let prepared = persona.prepare(&turn_for(&later, Some(&handoff))).unwrap();
+        let answer = persona.answer(&model, &prepared, Sampling::ONE).await.unwrap();
+        assert_eq!((answer.reply.as_str(), answer.calls), (minor.as_str(), 0));
+        let crisis = Handoff {
+            category: "crisis".into(),
+            stop: false,
+            ..handoff.clone()
+        };
+        let prepared = persona.prepare(&turn_for(&later, Some(&crisis))).unwrap();
+        assert!(prepared.handoff.is_none() && !prepared.messages.is_empty());
+    }
+
+    /// A model that answers with its whole prompt on one line: the worst possible model.
+    fn echo_of(messages: &[ChatMessage]) -> String {
+        let text: Vec<String> = messages
+            .iter()
+            .map(|m| m.content.replace("[[ ##", " ").replace("## ]]", " "))
+            .collect();
+        format!(
+            "[[ ## output ## ]]\n{}",
+            text.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+        )
+    }
+
+    #[tokio::test]
+    async fn a_model_that_echoes_its_prompt_gets_nothing_of_it_to_the_fan() {
+        let persona = testing::persona();
+        let history = vec![fan_says("i made pancakes for breakfast this morning")];
+        let prepared = persona.prepare(&turn_for(&history, None)).unwrap();
+        let echo = echo_of(&prepared.messages);
+        let model = Scripted::new(&[echo.as_str(); 3]);
+        let answer = persona.answer(&model, &prepared, Sampling::ONE).await.unwrap();
+        assert!(answer.filter.fallback, "{answer:?}");
+        assert!(
+            answer.filter.output.iter().all(|v| v.blocked),
+            "{:?}",
+            answer.filter.output
+        );
+        let guard = leak::LeakGuard::with_span(&prepared.messages, 4);
+        assert!(guard.check(answer.reply.as_str()).is_none(), "{}", answer.reply);
+        for i in 0..testing::EXCHANGES.len() {
+            assert!(
+                !answer.reply.as_str().contains(&format!("Fan{i}")),
+                "{}",
+                answer.reply
+            );
+        }
+    }
 }

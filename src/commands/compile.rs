@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::answer::privacy;
 use crate::artifact::conversation_table::ConversationTable;
 use crate::artifact::{self, Artifact, CompiledFilter, DatasetInfo, Heldout, Manifest, Settings};
 use crate::config::Config;
@@ -478,8 +479,12 @@ fn deflections(filter: &Filter, conversations: &[Conversation], examples: &[Exam
                 return false;
             };
             let asked = before.iter().rev().find(|m| !m.from_creator);
+            // A deflection is sent as it is to any fan, so one that names its own fan (or holds
+            // any detail masking would hide) is never used.
+            let values = privacy::identifying_values(conversations[e.conversation as usize].fan.as_ref());
             asked.is_some_and(|m| filter.check_lexical(&m.content).blocked)
                 && !filter.check_lexical(&reply.content).blocked
+                && privacy::mask_text(&reply.content, &values) == reply.content
         })
         .map(|(i, _)| i as u32)
         .collect()

@@ -24,6 +24,9 @@ pub fn run(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
     overrides.temperature = Some(args.llm.temperature.unwrap_or(0.0));
     overrides.seed = Some(args.llm.seed.unwrap_or(7));
     let config = Config::resolve(&overrides)?;
+    if let Some(set) = &args.injection {
+        return injection(&config, &args, set);
+    }
     let systems = args
         .systems
         .iter()
@@ -73,6 +76,57 @@ pub fn run(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `persona eval --injection FILE`: every attack through the real pipeline, then the tally.
+fn injection(config: &Config, args: &EvalArgs, set: &std::path::Path) -> Result<ExitCode> {
+    let content = std::fs::read_to_string(set)
+        .with_context(|| format!("reading the injection set `{}`", set.display()))?;
+    let name = set.display().to_string();
+    let cases = crate::eval::injection::parse(&name, &content)?;
+    let persona = Persona::load(
+        &args.artifact,
+        &crate::paths::Assets::locate(),
+        config.embedding.effective_threads(),
+        &config.runtime,
+    )?;
+    let client = crate::llm::LlmClient::new(config.llm.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bar = progress_bar(cases.len() as u64, "injection");
+    let mut tick = || bar.inc(1);
+    let report = rt.block_on(crate::eval::injection::run(
+        &persona,
+        &client,
+        &name,
+        &cases,
+        config.llm.prefill,
+        jiff::Timestamp::now(),
+        &mut tick,
+    ))?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", crate::eval::injection::markdown(&report))?;
+    }
+    let t = &report.total;
+    let failed = t.prompt_text + t.violations + t.other_fans_data;
+    if failed > 0 {
+        let label = if args.gate { "injection gate" } else { "warning" };
+        eprintln!(
+            "{label}: {} replies carried prompt text, {} violated a category, {} named another fan's data",
+            t.prompt_text, t.violations, t.other_fans_data
+        );
+        if args.gate {
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `persona eval` was asked to do.

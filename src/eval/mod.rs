@@ -7,6 +7,7 @@
 //! assistant's on the contrast set, and builds the report. Metrics are in `metrics` and `style`;
 //! rendering the report is in `report`.
 
+pub mod injection;
 pub mod metrics;
 pub mod report;
 pub mod style;

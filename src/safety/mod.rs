@@ -252,7 +252,14 @@ impl Safety {
         if fan_message.trim().is_empty() {
             return Ok(None);
         }
-        let verdict = self.filter.check(fan_message, embedder)?;
+        // A first-person statement in the lexicon hands off on its own: a plain "i'm 16" must
+        // not depend on a classifier's threshold. The classifier decides the rest.
+        let lexical = self.filter.check_lexical(fan_message);
+        let verdict = if lexical.blocked {
+            lexical
+        } else {
+            self.filter.check(fan_message, embedder)?
+        };
         let Some(category) = verdict.category.as_deref().and_then(|c| self.category(c)) else {
             return Ok(None);
         };

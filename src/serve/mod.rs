@@ -318,4 +318,53 @@ mod tests {
         );
         assert!(!prompt.contains("ignored"));
     }
+
+    #[tokio::test]
+    async fn a_minor_is_handed_off_listed_refused_until_cleared_then_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["mm hi petal, how was your day"]);
+        let state = state(model.clone(), dir.path());
+        let say = |text: &str| json!({"fan_id": "kid", "message": text});
+        let (status, body) = call(&state, "POST", "/v1/reply", Some(say("i'm 15 btw"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["handoff"]["category"], "minor");
+        let notice = body["reply"].as_str().unwrap().to_string();
+
+        let (_, list) = call(&state, "GET", "/v1/handoffs", None).await;
+        assert_eq!(list["data"][0]["fan_id"], "kid");
+        assert_eq!(list["data"][0]["handoff"]["stop"], true);
+
+        let (_, body) = call(
+            &state,
+            "POST",
+            "/v1/reply",
+            Some(say("so what are you doing tonight")),
+        )
+        .await;
+        assert_eq!(body["reply"], notice.as_str(), "the bot stays stopped");
+        assert!(model.calls().is_empty(), "no model call while handed off");
+
+        let (status, _) = call(&state, "DELETE", "/v1/fans/nobody/handoff", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = call(&state, "DELETE", "/v1/fans/kid/handoff", None).await;
+        assert_eq!((status, body["cleared"].as_u64()), (StatusCode::OK, Some(1)));
+        let (_, list) = call(&state, "GET", "/v1/handoffs", None).await;
+        assert_eq!(list["data"].as_array().unwrap().len(), 0);
+
+        let (_, body) = call(
+            &state,
+            "POST",
+            "/v1/reply",
+            Some(say("so what are you doing tonight")),
+        )
+        .await;
+        assert_eq!(body["reply"], "mm hi petal, how was your day");
+        assert!(body.get("handoff").is_none());
+        let (_, history) = call(&state, "GET", "/v1/fans/kid/messages", None).await;
+        assert_eq!(
+            history["messages"].as_array().unwrap().len(),
+            6,
+            "every exchange stored once"
+        );
+    }
 }
