@@ -189,6 +189,10 @@ pub struct CheckArgs {
     /// Check fan messages with the safety categories (minor, crisis) instead of the topic filter.
     #[arg(long)]
     pub safety: bool,
+    /// Read fan messages' mood with the artifact's mood classifier instead (with --labelled: a
+    /// `{"text", "mood"}` set, `neutral` for none).
+    #[arg(long, conflicts_with = "safety", requires = "artifact")]
+    pub mood: bool,
 }
 
 /// `persona eval`.

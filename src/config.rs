@@ -116,6 +116,21 @@ impl Default for Privacy {
     }
 }
 
+/// What the context stage adds beyond time and conversation length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextSettings {
+    /// Read how the fan seems from their last messages (a classifier trained at compile) and
+    /// add it as a note (see `safety::mood`).
+    pub mood: bool,
+}
+
+impl Default for ContextSettings {
+    fn default() -> Self {
+        ContextSettings { mood: true }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -139,6 +154,8 @@ pub struct Config {
     pub privacy: Privacy,
     /// The safety categories checked on fans' messages.
     pub safety: SafetySettings,
+    /// The context stage's optional facts.
+    pub context: ContextSettings,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
     /// The settings given explicitly (file, environment or flag) that override an artifact's.
@@ -186,6 +203,8 @@ struct FileConfig {
     privacy: Privacy,
     #[serde(default)]
     safety: Option<SafetyFile>,
+    #[serde(default)]
+    context: ContextSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +383,7 @@ impl Config {
             filter: FilterSettings::default(),
             privacy: file.privacy,
             safety: SafetySettings::default(),
+            context: file.context,
             source,
             runtime,
         }

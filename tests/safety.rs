@@ -203,3 +203,39 @@ fn the_injection_set_with_an_echoing_model_gets_no_prompt_text_violation_or_othe
         );
     }
 }
+
+#[test]
+fn the_fans_mood_is_read_into_the_context_and_a_minor_shows_in_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.sqlite3");
+    let db = db.to_str().unwrap();
+    let angry = json(
+        &ask(
+            db,
+            &[
+                "--dry-run",
+                "--json",
+                "ugh my boss yelled at me again in front of everyone, i'm so mad",
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(angry["context"]["mood"], "angry", "{}", angry["context"]);
+    assert!(angry["context"]["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("seems angry")));
+    let everyday = json(&ask(db, &["--dry-run", "--json", "what did you have for lunch today"]).success());
+    assert!(
+        everyday["context"].get("mood").is_none(),
+        "{}",
+        everyday["context"]
+    );
+    let minor = json(&ask(db, &["--dry-run", "--json", "im 16 btw"]).success());
+    assert_eq!(minor["handoff"]["category"], "minor", "{minor}");
+    assert!(
+        minor["prompt"].as_array().unwrap().is_empty(),
+        "no prompt for a handoff: {minor}"
+    );
+}

@@ -33,7 +33,10 @@ pub struct Facts {
     pub returning_after_seconds: Option<i64>,
     /// The fan's profile, worded, when known.
     pub fan_profile: Option<String>,
-    /// Extra notes from later stages (e.g. the topic filter).
+    /// How the fan seems from their last messages (`safety::mood`), when read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mood: Option<String>,
+    /// Extra notes from later stages (e.g. the topic filter, the mood).
     pub notes: Vec<String>,
 }
 
@@ -83,6 +86,7 @@ pub fn facts(
         since_previous_fan_message_seconds: since_previous_fan,
         returning_after_seconds: returning_after,
         fan_profile: fan.and_then(profile_text),
+        mood: None,
         notes: Vec::new(),
     }
 }

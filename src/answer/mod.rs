@@ -250,6 +250,10 @@ impl Persona {
         }
         let input_verdict = self.check(fan_text)?;
         let mut facts = context::facts(turn.history, turn.fan, &self.tz, &self.tz_name, turn.now);
+        if let Some(mood) = self.read_mood(turn.history)? {
+            facts.notes.extend(crate::safety::mood::note(&mood));
+            facts.mood = Some(mood);
+        }
         if let Some(note) = self.input_note(&input_verdict) {
             facts.notes.push(note);
         }

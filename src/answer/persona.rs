@@ -21,6 +21,7 @@ use crate::eval::style::StyleProfile;
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
 use crate::paths::Assets;
+use crate::safety::mood::MoodReader;
 use crate::safety::{Handoff, Safety};
 
 /// A compiled persona, ready to answer.
@@ -31,6 +32,7 @@ pub struct Persona {
     embedder: Mutex<Box<dyn Embedder + Send>>,
     filter: Filter,
     safety: Safety,
+    mood: Option<MoodReader>,
     pub(super) tz: TimeZone,
     pub(super) tz_name: String,
     pub(super) k: usize,
@@ -111,6 +113,7 @@ impl Persona {
             Some((artifact.filter.safety.clone(), dims)),
         )
         .context("loading the safety check")?;
+        let mood = MoodReader::new(&artifact.filter.mood, dims).context("loading the mood classifier")?;
         let k = runtime.k.unwrap_or(artifact.settings.retrieval.k);
         Ok(Persona {
             artifact,
@@ -118,6 +121,7 @@ impl Persona {
             embedder: Mutex::new(embedder),
             filter,
             safety,
+            mood,
             tz,
             tz_name,
             k,
@@ -169,6 +173,22 @@ impl Persona {
             .lock()
             .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
         self.safety.check(fan_message, Some(&mut **embedder), now)
+    }
+
+    /// How the fan seems from their last messages; `None` for neutral or without a classifier.
+    pub fn read_mood(&self, history: &[crate::conversation::Message]) -> Result<Option<String>> {
+        let Some(reader) = &self.mood else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let mut embedder = self
+            .embedder
+            .lock()
+            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
+        let mood = reader.read_history(history, &mut **embedder)?;
+        drop(embedder);
+        self.record("mood", t.elapsed());
+        Ok(mood)
     }
 
     /// Embeds texts with the persona's model.

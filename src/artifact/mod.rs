@@ -39,7 +39,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::answer::signature::Signature;
 use crate::artifact::conversation_table::ConversationTable;
 use crate::artifact::flat::{Flat, Vectors};
-use crate::config::Privacy;
+use crate::config::{ContextSettings, Privacy};
 use crate::config::{Creator, Retrieval};
 use crate::conversation::Example;
 use crate::embed::ModelInfo;
@@ -140,6 +140,9 @@ pub struct Settings {
     /// The safety categories (artifacts without the section get the defaults, lexical only).
     #[serde(default)]
     pub safety: SafetySettings,
+    /// The context stage's optional facts.
+    #[serde(default)]
+    pub context: ContextSettings,
 }
 
 /// What compile derived for the filter.
@@ -156,6 +159,9 @@ pub struct CompiledFilter {
     /// The safety categories' classifiers (empty when `[safety] learned = false`).
     #[serde(default)]
     pub safety: LearnedFilter,
+    /// The mood classifiers (empty when `[context] mood = false`).
+    #[serde(default)]
+    pub mood: LearnedFilter,
 }
 
 /// The whole artifact: small parts decoded, large parts viewed in place in the mapped file.
@@ -649,6 +655,7 @@ mod tests {
                 filter: FilterSettings::default(),
                 privacy: Privacy::default(),
                 safety: SafetySettings::default(),
+                context: ContextSettings::default(),
             },
             conversations: ConversationTable::build(&conversations).unwrap(),
             examples: vec![
@@ -668,6 +675,7 @@ mod tests {
                 deflections: vec![1],
                 learned: LearnedFilter::default(),
                 safety: LearnedFilter::default(),
+                mood: LearnedFilter::default(),
             },
             style: StyleProfile::build(&["hey you", "tea time"], &["hi"]),
         }

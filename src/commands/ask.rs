@@ -267,6 +267,8 @@ enum AskJson<'a> {
         context: &'a answer::context::Facts,
         filter: InputOnly<'a>,
         prompt: &'a [ChatMessage],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        handoff: Option<&'a crate::safety::Handoff>,
     },
 }
 
@@ -295,6 +297,7 @@ fn print_answer(
                     input: &prepared.input_verdict,
                 },
                 prompt: &prepared.messages,
+                handoff: prepared.handoff.as_ref(),
             },
         };
         serde_json::to_writer(&mut *out, &value)?;
@@ -308,6 +311,14 @@ fn print_answer(
 }
 
 fn print_dry_run(out: &mut impl Write, prepared: &Prepared) -> Result<()> {
+    if let Some(h) = &prepared.handoff {
+        writeln!(
+            out,
+            "handoff: {} ({}); the reply is the category's fixed one, no model is asked",
+            h.category, h.reason
+        )?;
+        return Ok(());
+    }
     writeln!(out, "demos (nearest last):")?;
     for d in &prepared.demos {
         writeln!(

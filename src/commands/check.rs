@@ -96,6 +96,25 @@ fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedde
         (None, false) => (config.filter.clone(), None, None),
         (None, true) => (config.safety.filter_settings(), None, None),
     };
+    let (settings, examples, learned) = match (&args.artifact, args.mood) {
+        (Some(path), true) => {
+            let a = artifact::read(path)?;
+            if a.filter.mood.categories.is_empty() {
+                bail!(
+                    "`{}` has no mood classifier; compile it with `[context] mood = true`",
+                    path.display()
+                );
+            }
+            let dims = a.manifest.embedding.dims;
+            (
+                crate::safety::mood::filter_settings(),
+                None,
+                Some((a.filter.mood, dims)),
+            )
+        }
+        (None, true) => bail!("--mood needs --artifact: the mood classifier is trained at compile"),
+        _ => (settings, examples, learned),
+    };
     let semantic = (settings.semantic || learned.is_some()) && !args.lexical_only;
     let mut filter = Filter::new(settings)?;
     if !semantic {
@@ -123,7 +142,23 @@ fn labelled(
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the labelled set `{}`", path.display()))?;
     let mut items = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    if args.mood {
+        let name = path.display().to_string();
+        items.extend(
+            crate::safety::mood::parse(&name, &text)?
+                .into_iter()
+                .map(|t| Labelled {
+                    text: t.text,
+                    category: t.category,
+                    fan_message: None,
+                }),
+        );
+    }
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !args.mood)
+    {
         let item: Labelled = serde_json::from_str(line).with_context(|| {
             format!(
                 "`{}` line {}: expected {{\"text\": string, \"category\": string or null, \"fan_message\"?: string}}",
@@ -158,6 +193,15 @@ fn labelled(
         writeln!(out)?;
     } else {
         writeln!(out, "{} labelled texts from `{}`\n", items.len(), path.display())?;
+        if args.mood {
+            let exact = labels.iter().zip(&predictions).filter(|(l, p)| l == p).count();
+            writeln!(
+                out,
+                "accuracy, the exact mood (neutral included): {exact}/{} = {:.3}\n",
+                items.len(),
+                exact as f64 / items.len().max(1) as f64
+            )?;
+        }
         write!(out, "{}", figures::to_markdown(&report))?;
         if let Some(learned) = filter.learned() {
             writeln!(

@@ -23,7 +23,7 @@ use crate::eval::style::StyleProfile;
 use crate::filter::train::{self, LabelledText, LearnedFilter};
 use crate::filter::Filter;
 use crate::index;
-use crate::safety::Safety;
+use crate::safety::{mood, Safety};
 
 /// What a compile did, as printed by `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -222,8 +222,24 @@ fn build(
     } else {
         LearnedFilter::default()
     };
+    let mood = if config.context.mood {
+        let (name, content) = mood::SHIPPED_CORPUS;
+        let reader = Filter::new(mood::filter_settings())?;
+        train::train(
+            &reader,
+            &mood::parse(name, content)?,
+            &[],
+            &mood::train_options(),
+            embedder,
+            cache,
+            config.embedding.batch_size,
+        )
+        .context("training the mood classifier")?
+    } else {
+        LearnedFilter::default()
+    };
     cache.unload()?;
-    clock.lap("learned filter and safety: embed the labelled texts, train");
+    clock.lap("learned filter, safety and mood: embed the labelled texts, train");
 
     let graph = index::build(&vectors, config.index)?;
     clock.lap("hnsw build");
@@ -254,6 +270,7 @@ fn build(
             filter: config.filter.clone(),
             privacy: config.privacy,
             safety: config.safety.clone(),
+            context: config.context,
         },
         conversations: ConversationTable::build(&conversations)?,
         examples,
@@ -264,6 +281,7 @@ fn build(
             deflections,
             learned,
             safety,
+            mood,
         },
         style,
     };

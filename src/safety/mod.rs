@@ -9,6 +9,8 @@
 //! messages as negatives. A hit yields the category's fixed `reply` and a [`Handoff`]; what the
 //! pipeline does with them is in [`crate::answer`], where they are stored in [`crate::history`].
 
+pub mod mood;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
