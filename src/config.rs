@@ -27,6 +27,14 @@ pub struct Creator {
     pub name: String,
     /// IANA timezone of the creator, for the context stage.
     pub timezone: String,
+    /// The platform the creator chats on: the one creator platform the filter allows and the
+    /// instructions name; every other one is blocked.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+}
+
+fn default_platform() -> String {
+    crate::filter::platform::DEFAULT.to_string()
 }
 
 impl Default for Creator {
@@ -34,6 +42,7 @@ impl Default for Creator {
         Creator {
             name: "the creator".into(),
             timezone: "UTC".into(),
+            platform: default_platform(),
         }
     }
 }
@@ -326,6 +335,7 @@ impl Config {
         let mut config = Config::from_file(file, source);
         config.llm = resolve_llm(llm_file, overrides)?;
         config.filter = filter;
+        crate::filter::platform::apply(&mut config.filter, &config.creator.platform);
         config.safety = safety;
         if let Some(tz) = env("PERSONA_TIMEZONE") {
             config.creator.timezone = tz.clone();

@@ -524,7 +524,7 @@ impl Persona {
             }
         }
         prompt::render(
-            &settings.signature,
+            &settings.signature.for_platform(&settings.creator.platform),
             &settings.creator.name,
             &prepared.demo_inputs,
             &current,

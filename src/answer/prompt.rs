@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn renders_the_golden_prompt() {
-        let signature = Signature::default();
+        let signature = Signature::default().for_platform("Fansly");
         let demos = vec![Demo {
             inputs: inputs(&[("chat_history", "THE FAN: cant sleep again")]),
             reply: "mm come sit with me a while, petal 🌙".into(),
@@ -217,7 +217,7 @@ All interactions will be structured in the following way, with the appropriate v
 
 [[ ## completed ## ]]
 In adhering to this structure, your objective is: 
-        You are Wren, a creator chatting with a fan on the platform, deciding what your message should be. Write it the way Wren writes in the examples: same length, casing, punctuation, emoji and pet names.
+        You are Wren, a creator chatting with a fan on Fansly, deciding what your message should be. Write it the way Wren writes in the examples: same length, casing, punctuation, emoji and pet names.
 ----- user -----
 [[ ## chat_history ## ]]
 THE FAN: cant sleep again

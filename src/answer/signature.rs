@@ -44,7 +44,7 @@ impl Default for Signature {
             description: description.into(),
         };
         Signature {
-            instructions: "You are {creator}, a creator chatting with a fan on the platform, deciding what \
+            instructions: "You are {creator}, a creator chatting with a fan on {platform}, deciding what \
                            your message should be. Write it the way {creator} writes in the examples: same \
                            length, casing, punctuation, emoji and pet names."
                 .into(),
@@ -68,6 +68,14 @@ impl Signature {
     /// The instructions with the creator's name filled in.
     pub fn instructions_for(&self, creator: &str) -> String {
         self.instructions.replace("{creator}", creator)
+    }
+
+    /// The signature with `{platform}` in the instructions replaced by the creator's platform.
+    pub fn for_platform(&self, platform: &str) -> Signature {
+        Signature {
+            instructions: self.instructions.replace("{platform}", platform),
+            ..self.clone()
+        }
     }
 
     /// Checks the template for mistakes a user can make in `persona.toml`.

@@ -12,6 +12,7 @@ pub mod features;
 pub mod figures;
 pub mod learned;
 pub mod normalize;
+pub mod platform;
 pub mod train;
 
 use std::sync::LazyLock;
@@ -44,6 +45,8 @@ pub enum Detector {
     Phone,
     /// Email addresses.
     Email,
+    /// Names of creator platforms other than the home one (`[creator] platform`).
+    Platform,
 }
 
 /// One forbidden topic.
@@ -105,8 +108,15 @@ pub struct FilterSettings {
     /// The user's labelled JSON-lines files for the learned stage, beside the built-in corpus.
     #[serde(default)]
     pub labelled: Vec<std::path::PathBuf>,
+    /// The creator's home platform (`[creator] platform`): the one creator platform allowed.
+    #[serde(default = "default_platform")]
+    pub platform: String,
     /// The categories.
     pub categories: Vec<Category>,
+}
+
+fn default_platform() -> String {
+    platform::DEFAULT.to_string()
 }
 
 impl Default for FilterSettings {
@@ -125,6 +135,7 @@ impl Default for FilterSettings {
             exclude_blocked_demos: true,
             learned: true,
             labelled: Vec::new(),
+            platform: default_platform(),
             fallbacks: vec![
                 "mm let's keep it right here, just you and me... this little corner is where i'm all yours"
                     .into(),
@@ -244,6 +255,8 @@ pub struct Filter {
     allow_patterns: Vec<Regex>,
     examples: ExampleVectors,
     learned: Option<LearnedFilter>,
+    home: platform::Home,
+    rivals: Option<AhoCorasick>,
     handle: Regex,
     link: Regex,
     email: Regex,
@@ -293,7 +306,11 @@ impl Filter {
         let block = build(&block_terms.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>())?;
         let allow = build(&allow_terms.iter().map(String::as_str).collect::<Vec<_>>())?;
         let re = |p: &str| Regex::new(p).context("a built-in filter pattern");
+        let home = platform::Home::new(&settings.platform);
+        let rivals = build(&home.others().iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(Filter {
+            home,
+            rivals,
             settings,
             block,
             block_terms,
@@ -409,6 +426,11 @@ impl Filter {
         Ok(self)
     }
 
+    /// The creator's home platform.
+    pub fn home(&self) -> &platform::Home {
+        &self.home
+    }
+
     /// The learned stage, when the filter has one.
     pub fn learned(&self) -> Option<&LearnedFilter> {
         self.learned.as_ref()
@@ -452,11 +474,16 @@ impl Filter {
         if let Some(verdict) = self.detectors(&fold(text), &normalized) {
             return Ok(verdict);
         }
+        let lexical_names: Vec<String> = self.settings.categories.iter().map(|c| c.name.clone()).collect();
+        let lexical = train::lexical_index(self, &lexical_names, text);
+        // The classifier reads the home platform under the name it was trained to read as home.
+        let text = &self.home.canonical(text);
+        let fan_message = fan_message.map(|f| self.home.canonical(f));
+        let fan_message = fan_message.as_deref();
         let texts = features::texts_to_embed(text, fan_message);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let vectors = embedder.embed(&refs)?;
-        let names: Vec<String> = self.settings.categories.iter().map(|c| c.name.clone()).collect();
-        let lexical = train::lexical_index(self, &names, text);
+        let names = lexical_names;
         let row = features::build(text, fan_message, &vectors, lexical, names.len());
         let best = learned
             .categories
@@ -582,10 +609,22 @@ impl Filter {
                 .email
                 .is_match(folded)
                 .then(|| "has an email address".to_string()),
-            Detector::Link => [folded.to_string(), despace_links(folded)]
-                .iter()
-                .any(|t| self.link.find_iter(t).any(|m| !m.as_str().contains("onlyfans")))
-                .then(|| "has a link or domain".to_string()),
+            Detector::Link => {
+                let home = self.home.domain_word();
+                [folded.to_string(), despace_links(folded)]
+                    .iter()
+                    .any(|t| {
+                        self.link
+                            .find_iter(t)
+                            .any(|m| home.is_empty() || !m.as_str().contains(&home))
+                    })
+                    .then(|| "has a link or domain".to_string())
+            }
+            Detector::Platform => self.rivals.as_ref().and_then(|ac| {
+                ac.find_iter(normalized)
+                    .any(|m| on_word_boundaries(normalized, m.start(), m.end()))
+                    .then(|| "names another creator platform".to_string())
+            }),
             Detector::Phone => {
                 let spelled = digits_from_words(folded);
                 let found = [folded, spelled.as_str(), normalized].into_iter().find_map(|t| {

@@ -166,9 +166,10 @@ pub fn train(
             .iter()
             .filter(|(reply, _)| !filter.check_lexical(reply).blocked)
             .map(|(reply, fan)| LabelledText {
-                text: reply.clone(),
+                // Seen as the classifier sees them at run time: the home platform as `onlyfans`.
+                text: filter.home().canonical(reply),
                 category: None,
-                fan_message: fan.clone(),
+                fan_message: fan.as_deref().map(|f| filter.home().canonical(f)),
             }),
     );
     let rows = feature_rows(filter, &names, &samples, embedder, cache, batch_size)?;

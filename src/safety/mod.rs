@@ -150,6 +150,7 @@ impl SafetySettings {
             exclude_blocked_demos: false,
             learned: self.learned,
             labelled: Vec::new(),
+            platform: crate::filter::platform::DEFAULT.into(),
             categories: self.categories.iter().map(SafetyCategory::rule).collect(),
         }
     }

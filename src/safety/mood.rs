@@ -77,6 +77,7 @@ pub fn filter_settings() -> FilterSettings {
         exclude_blocked_demos: false,
         learned: true,
         labelled: Vec::new(),
+        platform: crate::filter::platform::DEFAULT.into(),
         categories: MOODS
             .iter()
             .map(|(name, how)| Category {
