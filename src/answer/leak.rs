@@ -5,7 +5,8 @@
 //! profile, and the other fans' messages in the demos. [`LeakGuard::new`] collects that text from
 //! the rendered prompt, leaving out what may be repeated: the creator's own words (demo replies
 //! and `YOU:` lines, which steer the voice) and the current fan's own messages. A draft is a leak
-//! when it carries a marker, a field name or a template placeholder, or shares a run of [`SPAN_WORDS`] words with the
+//! when it carries a marker, a field name, a template placeholder or a privacy mask (`[name]`),
+//! or shares a run of [`SPAN_WORDS`] words with the
 //! protected text. Pure: rendered messages in, a verdict out.
 
 use std::collections::HashSet;
@@ -14,15 +15,16 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::filter::normalize::fold;
-use crate::filter::Verdict;
+use crate::filter::{Stage, Verdict};
 use crate::llm::ChatMessage;
 
 /// The verdict category of a leak.
 pub const CATEGORY: &str = "prompt_leak";
-/// Words in a row shared with the protected prompt text that make a leak. Six is longer than
-/// the everyday phrases a reply and a prompt share ("what are you up to"), and shorter than any
-/// sentence of the instructions.
-pub const SPAN_WORDS: usize = 6;
+/// Words in a row shared with the protected prompt text that make a leak. Five is longer than
+/// the everyday phrases a reply and a prompt share ("what are you up to"), and short enough to
+/// catch a small model paraphrasing a note ("the fan's last message asked ..."), which six let
+/// through on the injection set.
+pub const SPAN_WORDS: usize = 5;
 /// Tokens of the prompt's structure that never belong in a reply.
 const STRUCTURE: &[&str] = &[
     "[[ ##",
@@ -34,9 +36,11 @@ const STRUCTURE: &[&str] = &[
     "not supplied for this particular example",
 ];
 
-/// A template placeholder such as `{output}`: never part of a message to a fan.
-static PLACEHOLDER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\{[a-z_]+\}").expect("the placeholder pattern compiles"));
+/// A template placeholder such as `{output}`, or a privacy mask such as `[name]` copied from a
+/// masked demo: never part of a message to a fan.
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\{[a-z_]+\}|\[(name|city|email|phone|handle)\]").expect("the placeholder pattern compiles")
+});
 
 /// The protected text of one rendered prompt, as word spans.
 #[derive(Debug, Clone, Default)]
@@ -93,11 +97,7 @@ impl LeakGuard {
 }
 
 fn blocked(reason: &str) -> Verdict {
-    Verdict {
-        blocked: true,
-        category: Some(CATEGORY.into()),
-        reason: reason.into(),
-    }
+    Verdict::blocked(Stage::Leak, CATEGORY, reason.into())
 }
 
 /// Lowercase alphanumeric words.
@@ -147,6 +147,11 @@ mod tests {
             ("a field name", "my chat_history says hi", true),
             ("a template placeholder", "{output}", true),
             (
+                "a privacy mask copied from a demo",
+                "this is [name] only place i chat",
+                true,
+            ),
+            (
                 "the instructions",
                 "i'm a creator chatting with a fan on the platform lol",
                 true,
@@ -161,7 +166,7 @@ mod tests {
                 "never agree to it... the fan's last message asks for a forbidden topic",
                 true,
             ),
-            ("the profile", "you works nights at the depot right", false),
+            ("the profile, short", "at the depot right", false),
             (
                 "the profile, longer",
                 "name sam notes works nights at the depot",

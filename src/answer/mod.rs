@@ -307,9 +307,8 @@ impl Persona {
             context: facts,
             demos: Vec::new(),
             input_verdict: Verdict {
-                blocked: false,
-                category: None,
                 reason: format!("handed off: {}", handoff.category),
+                ..Verdict::clean()
             },
             messages: Vec::new(),
             handoff: Some(handoff),

@@ -16,7 +16,7 @@ use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::embed::{Embedder, FastEmbedder};
 use crate::filter::figures::{self, Labelled};
-use crate::filter::{Filter, Verdict};
+use crate::filter::{Filter, Stage, Verdict};
 use crate::paths::Assets;
 
 /// Runs `persona check`.
@@ -170,6 +170,7 @@ fn labelled(
     }
     let labels: Vec<Option<String>> = items.iter().map(|i| i.category.clone()).collect();
     let mut predictions = Vec::new();
+    let mut stages = Vec::new();
     let mut lexical = Vec::new();
     let mut semantic = Vec::new();
     for item in &items {
@@ -179,6 +180,7 @@ fn labelled(
             embedder.as_deref_mut().map(|e| e as &mut dyn Embedder),
         )?;
         predictions.push(verdict.category.clone());
+        stages.push(verdict.stage);
         if args.calibrate {
             lexical.push(filter.check_lexical(&item.text).blocked);
             let e = embedder
@@ -219,6 +221,18 @@ fn labelled(
             }
         }
     }
+    if !args.json {
+        write!(out, "{}", stage_table(&labels, &predictions, &stages))?;
+        if let (Some(path), false, false) = (&args.artifact, args.safety, args.mood) {
+            let (blocked, total) = creator_replies_blocked(filter, embedder.as_deref_mut(), path)?;
+            writeln!(
+                out,
+                "\nthe creator's own replies in `{}`: {blocked} of {total} blocked ({:.2}%)",
+                path.display(),
+                100.0 * blocked as f64 / total.max(1) as f64
+            )?;
+        }
+    }
     if args.show_errors {
         writeln!(out, "\nerrors:")?;
         for ((item, label), prediction) in items.iter().zip(&labels).zip(&predictions) {
@@ -250,6 +264,76 @@ fn labelled(
         }
     }
     Ok(())
+}
+
+/// Which stage caught each hit: per labelled category (and the benign texts' false positives),
+/// how many blocks each stage made.
+fn stage_table(
+    labels: &[Option<String>],
+    predictions: &[Option<String>],
+    stages: &[Option<Stage>],
+) -> String {
+    use std::collections::BTreeMap;
+    let order = [
+        Stage::Lexicon,
+        Stage::Pattern,
+        Stage::Detector,
+        Stage::Learned,
+        Stage::Semantic,
+    ];
+    let mut rows: BTreeMap<String, BTreeMap<Stage, usize>> = BTreeMap::new();
+    for ((label, prediction), stage) in labels.iter().zip(predictions).zip(stages) {
+        if let (Some(_), Some(stage)) = (prediction, stage) {
+            let row = label.clone().unwrap_or_else(|| "benign (false positives)".into());
+            *rows.entry(row).or_default().entry(*stage).or_default() += 1;
+        }
+    }
+    let mut out = String::from("\nwhich stage blocked:\n\n| labelled | ");
+    out.push_str(&order.iter().map(|s| s.name()).collect::<Vec<_>>().join(" | "));
+    out.push_str(" |\n|---|");
+    out.push_str(&"---:|".repeat(order.len()));
+    out.push('\n');
+    for (row, counts) in &rows {
+        let cells: Vec<String> = order
+            .iter()
+            .map(|s| counts.get(s).copied().unwrap_or(0).to_string())
+            .collect();
+        out.push_str(&format!("| {row} | {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+/// The creator's own replies in the artifact's conversations (each once, with the fan message it
+/// answered) that the filter blocks, and how many there are.
+fn creator_replies_blocked(
+    filter: &Filter,
+    mut embedder: Option<&mut FastEmbedder>,
+    path: &Path,
+) -> Result<(usize, usize)> {
+    let a = artifact::read(path)?;
+    let mut seen = std::collections::HashSet::new();
+    let (mut blocked, mut total) = (0, 0);
+    for i in 0..a.conversations.len() {
+        let c = a.conversations.get(i)?;
+        let mut fan: Option<String> = None;
+        for m in &c.messages {
+            if !m.from_creator {
+                fan = Some(m.content.clone());
+                continue;
+            }
+            if !seen.insert(m.content.clone()) {
+                continue;
+            }
+            total += 1;
+            let v = filter.check_in_context(
+                &m.content,
+                fan.as_deref(),
+                embedder.as_deref_mut().map(|e| e as &mut dyn Embedder),
+            )?;
+            blocked += usize::from(v.blocked);
+        }
+    }
+    Ok((blocked, total))
 }
 
 fn snippet(line: &str) -> String {

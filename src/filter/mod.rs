@@ -218,22 +218,61 @@ pub struct Verdict {
     pub category: Option<String>,
     /// Why: the stage and what matched.
     pub reason: String,
+    /// The stage that blocked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+}
+
+/// The stage that blocked a text, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// A lexicon term.
+    Lexicon,
+    /// A category's regular expression.
+    Pattern,
+    /// A built-in detector (handle, link, phone, email, platform).
+    Detector,
+    /// The learned classifier.
+    Learned,
+    /// Similarity to the example phrases.
+    Semantic,
+    /// The prompt-leak guard.
+    Leak,
+}
+
+impl Stage {
+    /// The stage's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Lexicon => "lexicon",
+            Stage::Pattern => "pattern",
+            Stage::Detector => "detector",
+            Stage::Learned => "learned",
+            Stage::Semantic => "semantic",
+            Stage::Leak => "leak",
+        }
+    }
 }
 
 impl Verdict {
-    fn clean() -> Self {
+    /// A clean verdict.
+    pub fn clean() -> Self {
         Verdict {
             blocked: false,
             category: None,
             reason: "clean".into(),
+            stage: None,
         }
     }
 
-    fn blocked(category: &str, reason: String) -> Self {
+    /// A blocking verdict.
+    pub fn blocked(stage: Stage, category: &str, reason: String) -> Self {
         Verdict {
             blocked: true,
             category: Some(category.into()),
             reason,
+            stage: Some(stage),
         }
     }
 }
@@ -396,7 +435,7 @@ impl Filter {
                 if on_word_boundaries(&normalized, m.start(), m.end()) {
                     let (cat, term) = &self.block_terms[m.pattern().as_usize()];
                     let name = &self.settings.categories[*cat].name;
-                    return Verdict::blocked(name, format!("mentions `{term}`"));
+                    return Verdict::blocked(Stage::Lexicon, name, format!("mentions `{term}`"));
                 }
             }
         }
@@ -409,7 +448,7 @@ impl Filter {
                 // Name the rule, not the matched text: verdicts are shown to users and the
                 // match may hold an address or a number.
                 let name = &self.settings.categories[*i].name;
-                return Verdict::blocked(name, format!("matches a `{name}` pattern"));
+                return Verdict::blocked(Stage::Pattern, name, format!("matches a `{name}` pattern"));
             }
         }
         Verdict::clean()
@@ -493,6 +532,7 @@ impl Filter {
             .max_by(|a, b| (a.1 - a.0.model.threshold).total_cmp(&(b.1 - b.0.model.threshold)));
         Ok(match best {
             Some((c, score)) => Verdict::blocked(
+                Stage::Learned,
                 &c.name,
                 format!(
                     "the learned `{}` stage scored {score:.2} (threshold {:.2})",
@@ -536,6 +576,7 @@ impl Filter {
             Some((score, cat, ex)) if score >= self.settings.semantic_threshold => {
                 let c = &self.settings.categories[cat];
                 Ok(Verdict::blocked(
+                    Stage::Semantic,
                     &c.name,
                     format!("reads like `{}` (similarity {score:.2})", c.examples[ex]),
                 ))
@@ -597,7 +638,7 @@ impl Filter {
             c.detectors
                 .iter()
                 .find_map(|d| self.detect(*d, folded, normalized))
-                .map(|found| Verdict::blocked(&c.name, found))
+                .map(|found| Verdict::blocked(Stage::Detector, &c.name, found))
         })
     }
 
