@@ -351,3 +351,108 @@ fn an_agreeing_draft_to_a_fans_meeting_proposal_is_replaced() {
         "the agreement never reaches the output: {out}"
     );
 }
+
+/// A stand-in LLM for the judge stage: judge prompts (they carry a `violation` field) get
+/// `in_person_meeting`, every other prompt a harmless draft. Records the judge prompts it saw.
+fn judging_llm() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let request = String::from_utf8_lossy(&body).to_string();
+            let content = if request.contains("[[ ## violation ## ]]") {
+                log.lock().unwrap().push(request);
+                "[[ ## violation ## ]]\nin_person_meeting\n\n[[ ## completed ## ]]"
+            } else {
+                "[[ ## output ## ]]\nmm tea and a blanket tonight 🍵"
+            };
+            let answer =
+                serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}}]})
+                    .to_string();
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_llm_judge_stage_runs_on_drafts_the_other_stages_pass_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("persona.toml");
+    let base = std::fs::read_to_string(common::root().join("persona.toml")).unwrap();
+    std::fs::write(&config, format!("{base}\n[filter]\njudge = \"llm\"\n")).unwrap();
+    let artifact = dir.path().join("judged.bin");
+    persona(&[
+        "compile",
+        common::dataset().to_str().unwrap(),
+        "-o",
+        artifact.to_str().unwrap(),
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
+    let (url, seen) = judging_llm();
+    let out = persona(&[
+        "ask",
+        "--artifact",
+        artifact.to_str().unwrap(),
+        "--llm-url",
+        &url,
+        "--json",
+        "wanna grab a drink at the bar on 5th tonight?",
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
+    let v = json(&out);
+    assert_eq!(v["filter"]["fallback"], true, "{v}");
+    let drafts = v["filter"]["output"].as_array().unwrap();
+    assert!(
+        !drafts.is_empty() && drafts.iter().all(|d| d["stage"] == "judge"),
+        "{v}"
+    );
+    assert_ne!(v["reply"], "mm tea and a blanket tonight 🍵");
+    let prompts = seen.lock().unwrap();
+    assert_eq!(prompts.len(), drafts.len(), "one judge call per draft");
+    assert!(
+        prompts[0].contains("bar on 5th tonight"),
+        "the judge reads the fan's message"
+    );
+
+    // The shared artifact was compiled without the judge: the same stand-in's drafts pass.
+    let (url, seen) = judging_llm();
+    let plain = json(
+        &persona(&[
+            "ask",
+            "--artifact",
+            shared_artifact().to_str().unwrap(),
+            "--llm-url",
+            &url,
+            "--json",
+            "hey, how was your day?",
+        ])
+        .success(),
+    );
+    assert_eq!(plain["reply"], "mm tea and a blanket tonight 🍵", "{plain}");
+    assert!(seen.lock().unwrap().is_empty(), "no judge call when it is off");
+}

@@ -549,6 +549,22 @@ impl Persona {
         } else {
             1
         };
+        let categories = &settings.filter.categories;
+        let judge_prompt = |draft: &str| {
+            crate::filter::judge::prompt(
+                categories,
+                &settings.creator.platform,
+                prepared.fan_message.as_deref(),
+                draft,
+            )
+        };
+        let judge_parse = |answer: &str| crate::filter::judge::parse(answer, categories);
+        let judge = (settings.filter.enabled
+            && settings.filter.judge.as_deref() == Some(crate::filter::judge::LLM))
+        .then_some(refine::Judge {
+            prompt: &judge_prompt,
+            parse: &judge_parse,
+        });
         refine::run(
             model,
             Refine {
@@ -558,6 +574,7 @@ impl Persona {
                 check: &mut check,
                 fallbacks: self.fallbacks(&prepared.query),
                 input: prepared.input_verdict.clone(),
+                judge,
             },
         )
         .await
@@ -856,5 +873,29 @@ mod tests {
                 answer.reply
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_llm_judge_blocks_an_agreement_the_other_stages_pass() {
+        let mut persona = testing::persona();
+        persona.artifact.settings.filter.judge = Some(crate::filter::judge::LLM.into());
+        let history = vec![fan_says("meet me at the bar at 8?")];
+        let prepared = persona.prepare(&turn_for(&history, None)).unwrap();
+        let model = Scripted::new(&[
+            "yes!! i'll be the one in red",
+            "[[ ## violation ## ]]\nin_person_meeting\n\n[[ ## completed ## ]]",
+            "mm you're sweet... i'm a right-here kind of girl",
+            "[[ ## violation ## ]]\nnone",
+        ]);
+        let answer = persona.answer(&model, &prepared, Sampling::ONE).await.unwrap();
+        assert_eq!(
+            answer.reply.as_str(),
+            "mm you're sweet... i'm a right-here kind of girl"
+        );
+        assert_eq!(answer.calls, 4, "two drafts, each judged");
+        assert_eq!(answer.filter.output[0].stage, Some(crate::filter::Stage::Judge));
+        assert!(!answer.filter.output[1].blocked);
+        let judge_prompt = prompt::to_text(&model.calls()[1].prompt);
+        assert!(judge_prompt.contains("meet me at the bar at 8?") && judge_prompt.contains("the one in red"));
     }
 }

@@ -83,6 +83,17 @@ pub struct Refine<'a> {
     pub fallbacks: Vec<String>,
     /// The verdict on the fan's message.
     pub input: Verdict,
+    /// The LLM judge, when on: the prompt for a draft, and the parser of its answer. It runs on
+    /// drafts the check passed.
+    pub judge: Option<Judge<'a>>,
+}
+
+/// The LLM judge stage's two halves.
+pub struct Judge<'a> {
+    /// The judge's prompt for a draft.
+    pub prompt: &'a (dyn Fn(&str) -> Vec<ChatMessage> + Sync),
+    /// The verdict in its answer; `None` leaves the check's verdict.
+    pub parse: &'a (dyn Fn(&str) -> Option<Verdict> + Sync),
 }
 
 /// A fixed reply (a safety category's) checked like a draft, with no model call. A blocked one
@@ -135,7 +146,14 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
                 last.chars().take(120).collect::<String>()
             );
         };
-        let verdict = (r.check)(&draft)?;
+        let mut verdict = (r.check)(&draft)?;
+        if let (false, Some(judge)) = (verdict.blocked, &r.judge) {
+            calls += 1;
+            let answer = model.complete(&(judge.prompt)(&draft), 1).await?;
+            if let Some(judged) = answer.texts.first().and_then(|a| (judge.parse)(a)) {
+                verdict = judged;
+            }
+        }
         let blocked = verdict.blocked;
         if blocked {
             hints.push(format!(
@@ -223,6 +241,7 @@ mod tests {
                 check: &mut check,
                 fallbacks: fallbacks.into_iter().map(String::from).collect(),
                 input: filter.check_lexical("what's your snap?"),
+                judge: None,
             },
         )
         .await;

@@ -10,6 +10,7 @@
 
 pub mod features;
 pub mod figures;
+pub mod judge;
 pub mod learned;
 pub mod normalize;
 pub mod platform;
@@ -108,6 +109,10 @@ pub struct FilterSettings {
     /// The user's labelled JSON-lines files for the learned stage, beside the built-in corpus.
     #[serde(default)]
     pub labelled: Vec<std::path::PathBuf>,
+    /// `"llm"`: ask the configured LLM whether each draft the other stages pass violates a
+    /// category (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
     /// The creator's home platform (`[creator] platform`): the one creator platform allowed.
     #[serde(default = "default_platform")]
     pub platform: String,
@@ -136,6 +141,7 @@ impl Default for FilterSettings {
             learned: true,
             labelled: Vec::new(),
             platform: default_platform(),
+            judge: None,
             fallbacks: vec![
                 "mm let's keep it right here, just you and me... this little corner is where i'm all yours"
                     .into(),
@@ -157,6 +163,7 @@ pub struct FilterFile {
     fallbacks: Option<Vec<String>>,
     exclude_blocked_demos: Option<bool>,
     learned: Option<bool>,
+    judge: Option<String>,
     #[serde(default)]
     labelled: Vec<std::path::PathBuf>,
     /// Default categories to drop.
@@ -180,6 +187,13 @@ impl FilterFile {
         s.exclude_blocked_demos = self.exclude_blocked_demos.unwrap_or(s.exclude_blocked_demos);
         s.learned = self.learned.unwrap_or(s.learned);
         s.labelled = self.labelled;
+        s.judge = match self.judge.as_deref() {
+            None | Some("none") => None,
+            Some(judge::LLM) => Some(judge::LLM.into()),
+            Some(other) => {
+                bail!("`filter.judge` is `{other}`; use \"llm\" (ask the configured LLM) or \"none\"")
+            }
+        };
         for name in &self.remove {
             if !s.categories.iter().any(|c| &c.name == name) {
                 bail!("`filter.remove` names `{name}`, which is not a category; the defaults are social_platform and in_person_meeting");
@@ -239,6 +253,8 @@ pub enum Stage {
     Semantic,
     /// The prompt-leak guard.
     Leak,
+    /// The LLM judge (`[filter] judge = "llm"`).
+    Judge,
 }
 
 impl Stage {
@@ -251,6 +267,7 @@ impl Stage {
             Stage::Learned => "learned",
             Stage::Semantic => "semantic",
             Stage::Leak => "leak",
+            Stage::Judge => "judge",
         }
     }
 }

@@ -151,6 +151,7 @@ impl SafetySettings {
             learned: self.learned,
             labelled: Vec::new(),
             platform: crate::filter::platform::DEFAULT.into(),
+            judge: None,
             categories: self.categories.iter().map(SafetyCategory::rule).collect(),
         }
     }

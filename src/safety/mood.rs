@@ -78,6 +78,7 @@ pub fn filter_settings() -> FilterSettings {
         learned: true,
         labelled: Vec::new(),
         platform: crate::filter::platform::DEFAULT.into(),
+        judge: None,
         categories: MOODS
             .iter()
             .map(|(name, how)| Category {
