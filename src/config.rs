@@ -314,24 +314,12 @@ impl Config {
             None => (FileConfig::default(), None),
         };
         let llm_file = file.llm.take().unwrap_or_default();
-        let filter = file
-            .filter
-            .take()
-            .unwrap_or_default()
-            .resolve()
-            .map_err(|e| match &source {
-                Some(p) => e.context(format!("in the configuration `{}`", p.display())),
-                None => e,
-            })?;
-        let safety = file
-            .safety
-            .take()
-            .unwrap_or_default()
-            .resolve()
-            .map_err(|e| match &source {
-                Some(p) => e.context(format!("in the configuration `{}`", p.display())),
-                None => e,
-            })?;
+        let located = |e: anyhow::Error| match &source {
+            Some(p) => e.context(format!("in the configuration `{}`", p.display())),
+            None => e,
+        };
+        let filter = file.filter.take().unwrap_or_default().resolve().map_err(located)?;
+        let safety = file.safety.take().unwrap_or_default().resolve().map_err(located)?;
         let mut config = Config::from_file(file, source);
         config.llm = resolve_llm(llm_file, overrides)?;
         config.filter = filter;

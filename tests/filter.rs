@@ -289,37 +289,7 @@ fn the_learned_stage_judges_a_reply_with_the_fan_message_it_answers() {
 /// A stand-in LLM that answers every chat completion with `reply`: the worst case of a model
 /// that agrees to whatever the fan proposes.
 fn agreeing_llm(reply: &'static str) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let answer =
-                serde_json::json!({"choices": [{"message": {"role": "assistant", "content": reply}}]})
-                    .to_string();
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    url
+    common::standin_llm(move |_| reply.to_string())
 }
 
 #[test]
@@ -355,43 +325,15 @@ fn an_agreeing_draft_to_a_fans_meeting_proposal_is_replaced() {
 /// A stand-in LLM for the judge stage: judge prompts (they carry a `violation` field) get
 /// `in_person_meeting`, every other prompt a harmless draft. Records the judge prompts it saw.
 fn judging_llm() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let request = String::from_utf8_lossy(&body).to_string();
-            let content = if request.contains("[[ ## violation ## ]]") {
-                log.lock().unwrap().push(request);
-                "[[ ## violation ## ]]\nin_person_meeting\n\n[[ ## completed ## ]]"
-            } else {
-                "[[ ## output ## ]]\nmm tea and a blanket tonight 🍵"
-            };
-            let answer =
-                serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}}]})
-                    .to_string();
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
+    let url = common::standin_llm(move |request| {
+        let prompt = common::prompt_of(request);
+        if prompt.contains("[[ ## violation ## ]]") {
+            log.lock().unwrap().push(prompt);
+            "[[ ## violation ## ]]\nin_person_meeting\n\n[[ ## completed ## ]]".to_string()
+        } else {
+            "[[ ## output ## ]]\nmm tea and a blanket tonight 🍵".to_string()
         }
     });
     (url, seen)

@@ -101,51 +101,15 @@ fn a_safety_reply_the_topic_filter_blocks_is_refused_at_compile() {
 /// A stand-in LLM that answers every chat completion with its whole prompt on one line, the
 /// markers removed: what eval/bench/echo_llm.py does, in-process.
 fn echoing_llm() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let prompt: Vec<String> = request["messages"]
-                .as_array()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|m| m["content"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let flat = prompt.join(" ").replace("[[ ##", " ").replace("## ]]", " ");
-            let content = format!(
-                "[[ ## output ## ]]\n{}",
-                flat.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
-            let answer =
-                serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}}]})
-                    .to_string();
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    url
+    common::standin_llm(|request| {
+        let flat = common::prompt_of(request)
+            .replace("[[ ##", " ")
+            .replace("## ]]", " ");
+        format!(
+            "[[ ## output ## ]]\n{}",
+            flat.split_whitespace().collect::<Vec<_>>().join(" ")
+        )
+    })
 }
 
 #[test]

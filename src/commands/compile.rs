@@ -370,50 +370,52 @@ fn labelled_texts(config: &Config) -> Result<Vec<LabelledText>> {
         return Ok(Vec::new());
     }
     let names: Vec<String> = config.filter.categories.iter().map(|c| c.name.clone()).collect();
-    let (name, content) = train::SHIPPED_CORPUS;
-    // The built-in corpus labels only the default categories; other categories' texts come from
-    // the user's files, and the corpus lines of a removed category are left out.
-    let mut texts: Vec<LabelledText> = train::parse_labelled(name, content, &train::default_categories())?
+    read_labelled(
+        train::SHIPPED_CORPUS,
+        &train::default_categories(),
+        &names,
+        &config.filter.labelled,
+        "filter",
+    )
+}
+
+/// The labelled texts the safety classifier trains on: the built-in corpus and the files named
+/// in `[safety] labelled`.
+fn safety_labelled_texts(config: &Config) -> Result<Vec<LabelledText>> {
+    let names = config.safety.names();
+    read_labelled(
+        crate::safety::SHIPPED_CORPUS,
+        &crate::safety::default_categories(),
+        &names,
+        &config.safety.labelled,
+        "safety",
+    )
+}
+
+/// A built-in corpus (labelling `shipped_names`; its lines of categories not in `names` left
+/// out, since the user removed them) and the user's files of `[section] labelled`.
+fn read_labelled(
+    (name, content): (&str, &str),
+    shipped_names: &[String],
+    names: &[String],
+    files: &[PathBuf],
+    section: &str,
+) -> Result<Vec<LabelledText>> {
+    let mut texts: Vec<LabelledText> = train::parse_labelled(name, content, shipped_names)?
         .into_iter()
         .filter(|t| t.category.as_ref().is_none_or(|c| names.contains(c)))
         .collect();
-    for path in &config.filter.labelled {
+    for path in files {
         let content = std::fs::read_to_string(path).with_context(|| {
             format!(
-                "reading the labelled file `{}` named in `[filter] labelled`; check the path",
+                "reading the labelled file `{}` named in `[{section}] labelled`; check the path",
                 path.display()
             )
         })?;
         texts.extend(train::parse_labelled(
             &path.display().to_string(),
             &content,
-            &names,
-        )?);
-    }
-    Ok(texts)
-}
-
-/// The labelled texts the safety classifier trains on: the built-in corpus (its lines of
-/// removed categories left out) and the files named in `[safety] labelled`.
-fn safety_labelled_texts(config: &Config) -> Result<Vec<LabelledText>> {
-    let names = config.safety.names();
-    let (name, content) = crate::safety::SHIPPED_CORPUS;
-    let mut texts: Vec<LabelledText> =
-        train::parse_labelled(name, content, &crate::safety::default_categories())?
-            .into_iter()
-            .filter(|t| t.category.as_ref().is_none_or(|c| names.contains(c)))
-            .collect();
-    for path in &config.safety.labelled {
-        let content = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "reading the labelled file `{}` named in `[safety] labelled`; check the path",
-                path.display()
-            )
-        })?;
-        texts.extend(train::parse_labelled(
-            &path.display().to_string(),
-            &content,
-            &names,
+            names,
         )?);
     }
     Ok(texts)

@@ -151,6 +151,27 @@ impl Default for FilterSettings {
     }
 }
 
+impl FilterSettings {
+    /// The settings of a filter that only classifies fans' messages (the safety check, the mood
+    /// reader): these categories, no semantic stage, no retries, fallbacks or judge.
+    pub fn classifier(categories: Vec<Category>, enabled: bool, learned: bool) -> Self {
+        FilterSettings {
+            enabled,
+            attempts: 1,
+            input_note: false,
+            semantic: false,
+            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
+            fallbacks: Vec::new(),
+            exclude_blocked_demos: false,
+            learned,
+            labelled: Vec::new(),
+            platform: default_platform(),
+            judge: None,
+            categories,
+        }
+    }
+}
+
 /// The `[filter]` section of `persona.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::embed::Embedder;
 use crate::filter::learned::TrainOptions;
 use crate::filter::train::LearnedFilter;
-use crate::filter::{Category, Filter, FilterSettings, DEFAULT_SEMANTIC_THRESHOLD};
+use crate::filter::{Category, Filter, FilterSettings};
 
 /// The default categories, shipped with persona.
 pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
@@ -140,20 +140,11 @@ impl SafetySettings {
     /// semantic stage (the learned classifier replaces it), no retries or fallbacks (a fan's
     /// message is only classified).
     pub fn filter_settings(&self) -> FilterSettings {
-        FilterSettings {
-            enabled: self.enabled,
-            attempts: 1,
-            input_note: false,
-            semantic: false,
-            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
-            fallbacks: Vec::new(),
-            exclude_blocked_demos: false,
-            learned: self.learned,
-            labelled: Vec::new(),
-            platform: crate::filter::platform::DEFAULT.into(),
-            judge: None,
-            categories: self.categories.iter().map(SafetyCategory::rule).collect(),
-        }
+        FilterSettings::classifier(
+            self.categories.iter().map(SafetyCategory::rule).collect(),
+            self.enabled,
+            self.learned,
+        )
     }
 }
 

@@ -14,7 +14,7 @@ use crate::conversation::Message;
 use crate::embed::Embedder;
 use crate::filter::learned::TrainOptions;
 use crate::filter::train::{LabelledText, LearnedFilter};
-use crate::filter::{Category, Filter, FilterSettings, DEFAULT_SEMANTIC_THRESHOLD};
+use crate::filter::{Category, Filter, FilterSettings};
 
 /// The labelled set compiled into persona.
 pub const SHIPPED_CORPUS: (&str, &str) = (
@@ -67,32 +67,20 @@ pub fn names() -> Vec<String> {
 
 /// The filter whose categories are the moods: no lexicon, only the learned stage.
 pub fn filter_settings() -> FilterSettings {
-    FilterSettings {
-        enabled: true,
-        attempts: 1,
-        input_note: false,
-        semantic: false,
-        semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
-        fallbacks: Vec::new(),
-        exclude_blocked_demos: false,
-        learned: true,
-        labelled: Vec::new(),
-        platform: crate::filter::platform::DEFAULT.into(),
-        judge: None,
-        categories: MOODS
-            .iter()
-            .map(|(name, how)| Category {
-                name: name.to_string(),
-                description: how.to_string(),
-                detectors: Vec::new(),
-                block: Vec::new(),
-                allow: Vec::new(),
-                patterns: Vec::new(),
-                allow_patterns: Vec::new(),
-                examples: Vec::new(),
-            })
-            .collect(),
-    }
+    let categories = MOODS
+        .iter()
+        .map(|(name, how)| Category {
+            name: name.to_string(),
+            description: how.to_string(),
+            detectors: Vec::new(),
+            block: Vec::new(),
+            allow: Vec::new(),
+            patterns: Vec::new(),
+            allow_patterns: Vec::new(),
+            examples: Vec::new(),
+        })
+        .collect();
+    FilterSettings::classifier(categories, true, true)
 }
 
 #[derive(Deserialize)]
