@@ -18,5 +18,5 @@ trap cleanup EXIT
 PERSONA_LLM_BASE_URL="$(bash scripts/llm.sh url)"
 export PERSONA_LLM_BASE_URL
 "$persona" compile training_data/conversations.json -o "$work/persona.bin" >&2
-"$persona" eval --artifact "$work/persona.bin" --limit 12 --systems zero_shot,random_k,knn,best_of_3 \
+"$persona" eval --artifact "$work/persona.bin" --limit 12 --systems "${PERSONA_EVAL_SYSTEMS:-zero_shot,knn}" \
   --gate --report "${PERSONA_EVAL_REPORT:-$work/report}"

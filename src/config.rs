@@ -318,8 +318,18 @@ impl Config {
             Some(p) => e.context(format!("in the configuration `{}`", p.display())),
             None => e,
         };
-        let filter = file.filter.take().unwrap_or_default().resolve().map_err(located)?;
-        let safety = file.safety.take().unwrap_or_default().resolve().map_err(located)?;
+        let filter = file
+            .filter
+            .take()
+            .unwrap_or_default()
+            .resolve()
+            .map_err(located)?;
+        let safety = file
+            .safety
+            .take()
+            .unwrap_or_default()
+            .resolve()
+            .map_err(located)?;
         let mut config = Config::from_file(file, source);
         config.llm = resolve_llm(llm_file, overrides)?;
         config.filter = filter;
