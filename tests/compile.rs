@@ -13,6 +13,9 @@ fn compile_reports_examples_dims_and_heldout_and_recompiles_from_cache() {
     // The assets stay where they are installed; only the embedding cache is fresh.
     let assets = persona_assets();
     let out = dir.path().join("p.bin");
+    // The classifiers are not what this test is about; with them off a fresh cache embeds only
+    // the examples.
+    let config = common::config_without_classifiers(dir.path(), "");
     let run = || {
         persona(&[
             "compile",
@@ -23,6 +26,7 @@ fn compile_reports_examples_dims_and_heldout_and_recompiles_from_cache() {
         ])
         .env("PERSONA_CACHE_DIR", &cache)
         .env("XDG_CACHE_HOME", dir.path())
+        .env("PERSONA_CONFIG", &config)
     };
     link_assets(&assets, &cache);
     let first = json(&run().success());
@@ -69,6 +73,10 @@ fn holdout_zero_indexes_every_conversation() {
             "0",
             "--json",
         ])
+        .env(
+            "PERSONA_CONFIG",
+            common::config_without_classifiers(dir.path(), ""),
+        )
         .success(),
     );
     assert_eq!(all["heldout_conversations"], 0);

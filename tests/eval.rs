@@ -147,6 +147,10 @@ fn bad_eval_inputs_are_clear_errors() {
         "--holdout",
         "0",
     ])
+    .env(
+        "PERSONA_CONFIG",
+        common::config_without_classifiers(dir.path(), ""),
+    )
     .success();
     let contrast = root().join("eval").join("contrast.jsonl");
     let err = persona(&[

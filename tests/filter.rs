@@ -99,7 +99,8 @@ fn leaky_persona(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathB
     std::fs::write(
         &config,
         "[creator]\nname = \"Wren\"\ntimezone = \"America/New_York\"\n[compile]\nholdout = 0\n\
-         [filter]\ninput_note = false\nattempts = 2\nexclude_blocked_demos = false\nfallbacks = [\"hehe you've got me right here, sweet thing\"]\n",
+         [filter]\ninput_note = false\nattempts = 2\nexclude_blocked_demos = false\nfallbacks = [\"hehe you've got me right here, sweet thing\"]\n\
+         [safety]\nlearned = false\n[context]\nmood = false\n",
     )
     .unwrap();
     let artifact = dir.join("leaky.bin");
@@ -342,9 +343,8 @@ fn judging_llm() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 #[test]
 fn the_llm_judge_stage_runs_on_drafts_the_other_stages_pass_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("persona.toml");
-    let base = std::fs::read_to_string(common::root().join("persona.toml")).unwrap();
-    std::fs::write(&config, format!("{base}\n[filter]\njudge = \"llm\"\n")).unwrap();
+    // The judge runs after the other stages; the lexical ones suffice here and compile faster.
+    let config = common::config_without_classifiers(dir.path(), "judge = \"llm\"");
     let artifact = dir.path().join("judged.bin");
     persona(&[
         "compile",

@@ -66,6 +66,9 @@ pub fn persona() -> Persona {
     config.creator.name = "Wren".into();
     // The learned stage trains on the built-in corpus; its own tests cover it.
     config.filter.learned = false;
+    // The same for the safety and mood classifiers: the lexical safety check stays.
+    config.safety.learned = false;
+    config.context.mood = false;
     let conversations = EXCHANGES
         .iter()
         .enumerate()

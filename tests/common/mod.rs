@@ -191,3 +191,18 @@ pub fn prompt_of(request: &serde_json::Value) -> String {
         })
         .unwrap_or_default()
 }
+
+/// A configuration like the repository's with the compile-time classifiers off (the learned
+/// filter, safety and mood stages), for tests of compile itself that do not need them: a fresh
+/// embedding cache then embeds only the examples. Written into `dir`; returns its path.
+/// `filter` holds more `[filter]` lines.
+pub fn config_without_classifiers(dir: &Path, filter: &str) -> PathBuf {
+    let base = std::fs::read_to_string(root().join("persona.toml")).expect("the repository's persona.toml");
+    let path = dir.join("persona-no-classifiers.toml");
+    std::fs::write(
+        &path,
+        format!("{base}\n[filter]\nlearned = false\n{filter}\n\n[safety]\nlearned = false\n\n[context]\nmood = false\n"),
+    )
+    .expect("write the test configuration");
+    path
+}
