@@ -47,6 +47,9 @@ pub struct FansArgs {
     /// The history database (default: history.sqlite3 in the per-user data directory).
     #[arg(long, global = true, value_name = "FILE")]
     pub history: Option<PathBuf>,
+    /// Only the fans of this creator (the name in the artifact, as `persona inspect` shows it).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub creator: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: FansCommand,
@@ -65,6 +68,7 @@ pub enum FansCommand {
         json: bool,
     },
     /// Close a fan's open handoffs: a human has taken over and the persona may answer again.
+    /// With several creators in the database, name the fan's with --creator.
     ClearHandoff {
         /// The fan id.
         #[arg(value_name = "ID")]
@@ -246,9 +250,17 @@ pub struct EvalArgs {
 /// `persona serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The compiled artifact.
-    #[arg(long, value_name = "FILE", default_value = "artifacts/persona.bin")]
-    pub artifact: PathBuf,
+    /// A compiled artifact; repeat it to speak as several creators (default:
+    /// artifacts/persona.bin). A request's `model` (or `creator`) picks one by name.
+    #[arg(long, value_name = "FILE", conflicts_with = "artifacts")]
+    pub artifact: Vec<PathBuf>,
+    /// Serve every `*.bin` artifact in this directory, one creator each; files added, replaced or
+    /// removed later are picked up.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Seconds between checks for replaced artifact files (0: reload only on SIGHUP).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub reload_every: u64,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     pub addr: String,
@@ -264,6 +276,9 @@ pub struct ServeArgs {
     /// Messages per fan per minute.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub rate_per_minute: usize,
+    /// Requests per client address per minute, on every /v1 route.
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    pub client_rate_per_minute: usize,
     /// Requests that may wait for the LLM at once; more are refused with 503.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_queue: usize,

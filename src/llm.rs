@@ -239,6 +239,8 @@ struct Request<'a> {
 #[derive(Deserialize)]
 struct Response {
     choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +254,31 @@ struct ResponseMessage {
     content: Option<String>,
 }
 
+/// Tokens a model reported for one or more calls, as OpenAI's `usage` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens of the prompts.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Both counts together.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
 /// The answer of a chat model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
@@ -259,6 +286,8 @@ pub struct Completion {
     pub texts: Vec<String>,
     /// HTTP attempts it took.
     pub attempts: u32,
+    /// Tokens the server reported for the successful attempt (zeros when it reports none).
+    pub usage: Usage,
 }
 
 /// Something that completes chats; the wire format stays behind it.
@@ -298,7 +327,7 @@ impl LlmClient {
         &self.settings
     }
 
-    async fn attempt(&self, url: &str, body: &Request<'_>) -> Result<Vec<String>, LlmError> {
+    async fn attempt(&self, url: &str, body: &Request<'_>) -> Result<(Vec<String>, Usage), LlmError> {
         let mut request = self.http.post(url).json(body);
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
@@ -323,11 +352,15 @@ impl LlmClient {
                 detail: "no choices in the response".into(),
             });
         }
-        Ok(parsed
-            .choices
-            .into_iter()
-            .map(|c| c.message.content.unwrap_or_default())
-            .collect())
+        let usage = parsed.usage.unwrap_or_default();
+        Ok((
+            parsed
+                .choices
+                .into_iter()
+                .map(|c| c.message.content.unwrap_or_default())
+                .collect(),
+            usage,
+        ))
     }
 
     fn transport_error(&self, url: &str, e: &reqwest::Error) -> LlmError {
@@ -384,7 +417,13 @@ impl ChatModel for LlmClient {
         loop {
             attempts += 1;
             match self.attempt(&url, &body).await {
-                Ok(texts) => return Ok(Completion { texts, attempts }),
+                Ok((texts, usage)) => {
+                    return Ok(Completion {
+                        texts,
+                        attempts,
+                        usage,
+                    })
+                }
                 Err(e) if e.retryable() && attempts <= s.retries => {
                     tokio::time::sleep(backoff(attempts)).await;
                 }

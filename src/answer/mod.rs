@@ -34,7 +34,7 @@ use crate::embed::dot;
 use crate::eval::metrics::Rng;
 use crate::filter::Verdict;
 use crate::index::Hit;
-use crate::llm::{ChatMessage, ChatModel};
+use crate::llm::{ChatMessage, ChatModel, Usage};
 use crate::safety::Handoff;
 
 pub use self::persona::Persona;
@@ -229,6 +229,8 @@ pub struct Answer {
     pub filter: FilterReport,
     /// Model calls made.
     pub calls: u32,
+    /// Tokens the model reported over all those calls (judge and best-of-N candidates included).
+    pub usage: Usage,
     /// With best-of-N, every candidate (the chosen one among them), in sampling order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
@@ -338,6 +340,7 @@ impl Persona {
                 context: prepared.context.clone(),
                 filter: outcome.filter,
                 calls: 0,
+                usage: Usage::default(),
                 candidates: Vec::new(),
                 handoff: Some(handoff.clone()),
             });
@@ -353,6 +356,7 @@ impl Persona {
             context: prepared.context.clone(),
             filter: outcome.filter,
             calls: outcome.calls,
+            usage: outcome.usage,
             candidates,
             handoff: None,
         })
@@ -593,10 +597,12 @@ impl Persona {
         let mut candidates = Vec::new();
         let mut best: Option<(f64, refine::Outcome)> = None;
         let mut calls = 0;
+        let mut usage = Usage::default();
         for i in 0..sampling.n {
             let sampled = model.with_sampling(sampling.temperature, sampling.seed.wrapping_add(u64::from(i)));
             let outcome = self.refine(&sampled, prepared).await?;
             calls += outcome.calls;
+            usage += outcome.usage;
             let style = self.profile().score(outcome.reply.as_str()).style;
             candidates.push(Candidate {
                 reply: outcome.reply.clone(),
@@ -610,6 +616,7 @@ impl Persona {
         }
         let (_, mut chosen) = best.context("no candidates were generated")?;
         chosen.calls = calls;
+        chosen.usage = usage;
         Ok((chosen, candidates))
     }
 }

@@ -7,7 +7,7 @@
 //! concurrent requests; the embedder sits behind a mutex.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -24,12 +24,21 @@ use crate::paths::Assets;
 use crate::safety::mood::MoodReader;
 use crate::safety::{Handoff, Safety};
 
+/// An embedding model several personas can share (a server with many creators loads it once).
+pub type SharedEmbedder = Arc<Mutex<Box<dyn Embedder + Send>>>;
+
+/// Loads the embedding model to share between personas.
+pub fn shared_embedder(assets: &Assets, threads: usize) -> Result<SharedEmbedder> {
+    let embedder: Box<dyn Embedder + Send> = Box::new(FastEmbedder::load(assets, threads, 32)?);
+    Ok(Arc::new(Mutex::new(embedder)))
+}
+
 /// A compiled persona, ready to answer.
 pub struct Persona {
     /// The artifact.
     pub artifact: Artifact,
     pub(super) index: Index,
-    embedder: Mutex<Box<dyn Embedder + Send>>,
+    embedder: SharedEmbedder,
     filter: Filter,
     safety: Safety,
     mood: Option<MoodReader>,
@@ -74,6 +83,19 @@ impl Persona {
         Ok(persona)
     }
 
+    /// Loads and verifies an artifact that answers with an embedding model already loaded.
+    pub fn load_sharing(path: &Path, embedder: &SharedEmbedder, runtime: &RuntimeSettings) -> Result<Self> {
+        let t = Instant::now();
+        let artifact = artifact::read(path)?;
+        let read = t.elapsed();
+        let persona = Self::from_shared(artifact, embedder.clone(), runtime)
+            .with_context(|| format!("loading `{}`", path.display()))?;
+        if let Ok(mut t) = persona.timings.lock() {
+            t.insert(0, ("artifact read + verify", read));
+        }
+        Ok(persona)
+    }
+
     /// A persona from an artifact already in memory and any embedder: what `load` does after
     /// reading, and what unit tests use with a fake embedder.
     pub fn from_parts(
@@ -81,8 +103,15 @@ impl Persona {
         embedder: Box<dyn Embedder + Send>,
         runtime: &RuntimeSettings,
     ) -> Result<Self> {
+        Self::from_shared(artifact, Arc::new(Mutex::new(embedder)), runtime)
+    }
+
+    fn from_shared(artifact: Artifact, embedder: SharedEmbedder, runtime: &RuntimeSettings) -> Result<Self> {
         let t = Instant::now();
-        artifact.check_model(embedder.info())?;
+        {
+            let model = embedder.lock().map_err(|_| anyhow!("the embedder is poisoned"))?;
+            artifact.check_model(model.info())?;
+        }
         let mut params = artifact.manifest.hnsw;
         if let Some(ef) = runtime.ef_search {
             params.ef_search = ef;
@@ -118,7 +147,7 @@ impl Persona {
         Ok(Persona {
             artifact,
             index,
-            embedder: Mutex::new(embedder),
+            embedder,
             filter,
             safety,
             mood,

@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::filter::Verdict;
-use crate::llm::{ChatMessage, ChatModel};
+use crate::llm::{ChatMessage, ChatModel, Usage};
 
 /// Model calls per attempt when the answer holds no usable reply.
 pub const EMPTY_REPLY_RETRIES: u32 = 3;
@@ -65,6 +65,8 @@ pub struct Outcome {
     pub reply: CleanReply,
     /// Model calls made.
     pub calls: u32,
+    /// Tokens those calls used.
+    pub usage: Usage,
     /// The filter's verdicts.
     pub filter: FilterReport,
 }
@@ -113,6 +115,7 @@ pub fn fixed(
     Ok(Outcome {
         reply: CleanReply(text.to_string()),
         calls: 0,
+        usage: Usage::default(),
         filter: FilterReport {
             input,
             output: vec![verdict],
@@ -127,6 +130,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
     let mut hints: Vec<String> = Vec::new();
     let mut verdicts = Vec::new();
     let mut calls = 0;
+    let mut usage = Usage::default();
     for _ in 0..r.attempts.max(1) {
         let messages = (r.prompt)(&hints);
         let mut draft = None;
@@ -134,6 +138,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
         for _ in 0..EMPTY_REPLY_RETRIES {
             calls += 1;
             let completion = model.complete(&messages, 1).await?;
+            usage += completion.usage;
             last = completion.texts.into_iter().next().unwrap_or_default();
             if let Some(reply) = (r.parse)(&last) {
                 draft = Some(reply);
@@ -150,6 +155,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
         if let (false, Some(judge)) = (verdict.blocked, &r.judge) {
             calls += 1;
             let answer = model.complete(&(judge.prompt)(&draft), 1).await?;
+            usage += answer.usage;
             if let Some(judged) = answer.texts.first().and_then(|a| (judge.parse)(a)) {
                 verdict = judged;
             }
@@ -168,6 +174,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
             return Ok(Outcome {
                 reply: CleanReply(draft),
                 calls,
+                usage,
                 filter: FilterReport {
                     input: r.input,
                     output: verdicts,
@@ -183,6 +190,7 @@ pub async fn run<M: ChatModel>(model: &M, r: Refine<'_>) -> Result<Outcome> {
             return Ok(Outcome {
                 reply: CleanReply(candidate),
                 calls,
+                usage,
                 filter: FilterReport {
                     input: r.input,
                     output: verdicts,
@@ -218,6 +226,7 @@ mod tests {
             Ok(Completion {
                 texts: vec![text.to_string()],
                 attempts: 1,
+                usage: Default::default(),
             })
         }
     }

@@ -11,7 +11,7 @@ use crate::commands::compile::build_in_memory;
 use crate::config::{Config, RuntimeSettings};
 use crate::conversation::{Conversation, FanProfile, Message};
 use crate::embed::fake::HashingEmbedder;
-use crate::llm::{ChatMessage, ChatModel, Completion, LlmError};
+use crate::llm::{ChatMessage, ChatModel, Completion, LlmError, Usage};
 
 /// The training exchanges of the test persona: (fan, creator reply).
 pub const EXCHANGES: &[(&str, &str)] = &[
@@ -140,6 +140,10 @@ impl ChatModel for Scripted {
         });
         let text = self.script.lock().unwrap().pop_front().unwrap_or_default();
         Ok(Completion {
+            usage: Usage {
+                prompt_tokens: messages.iter().map(|m| m.content.split_whitespace().count() as u64).sum(),
+                completion_tokens: text.split_whitespace().count() as u64,
+            },
             texts: vec![text],
             attempts: 1,
         })

@@ -23,7 +23,8 @@ use crate::safety::Handoff;
 
 /// Where the conversation lives during a session.
 struct Session {
-    store: Option<(HistoryStore, String)>,
+    /// The store, the creator and the fan id.
+    store: Option<(HistoryStore, String, String)>,
     history: Vec<Message>,
     profile: Option<FanProfile>,
     /// The fan's open handoff that stops the bot, if any.
@@ -31,7 +32,7 @@ struct Session {
 }
 
 impl Session {
-    fn open(args: &AskArgs) -> Result<Self> {
+    fn open(args: &AskArgs, creator: &str) -> Result<Self> {
         let Some(fan) = &args.fan else {
             return Ok(Session {
                 store: None,
@@ -42,11 +43,16 @@ impl Session {
         };
         history::check_fan_id(fan)?;
         let path = args.history.clone().unwrap_or_else(HistoryStore::default_path);
-        let store = HistoryStore::open(&path)?;
-        let (history, profile) = store.load(fan)?;
-        let handoff = store.stopping_handoff(fan)?;
+        let mut store = HistoryStore::open(&path)?;
+        let claimed = store.claim_unassigned(creator)?;
+        if claimed > 0 {
+            eprintln!("history: {claimed} fan(s) stored before histories were kept per creator now belong to {creator}");
+        }
+        let key = history::FanRef::new(creator, fan);
+        let (history, profile) = store.load(key)?;
+        let handoff = store.stopping_handoff(key)?;
         Ok(Session {
-            store: Some((store, fan.clone())),
+            store: Some((store, creator.to_string(), fan.clone())),
             history,
             profile,
             handoff,
@@ -61,8 +67,12 @@ impl Session {
         at: Timestamp,
         handoff: Option<&Handoff>,
     ) -> Result<()> {
-        if let Some((store, fan)) = &mut self.store {
-            store.record_exchange(fan, &fan_message, reply, at, handoff)?;
+        if let Some((store, creator, fan)) = &mut self.store {
+            let exchange = history::Exchange {
+                handoff,
+                ..history::Exchange::new(&fan_message, reply, at)
+            };
+            store.record_exchange(history::FanRef::new(creator, fan), &exchange)?;
         }
         if let Some(h) = handoff.filter(|h| h.stop) {
             self.handoff = Some(h.clone());
@@ -78,8 +88,8 @@ impl Session {
     }
 
     fn reset(&mut self) -> Result<()> {
-        if let Some((store, fan)) = &mut self.store {
-            store.reset(fan)?;
+        if let Some((store, creator, fan)) = &mut self.store {
+            store.reset(history::FanRef::new(creator, fan))?;
         }
         self.history.clear();
         Ok(())
@@ -184,7 +194,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
         prefill: config.llm.prefill,
         fixed_now,
     };
-    let mut session = Session::open(args)?;
+    let mut session = Session::open(args, asker.persona.creator())?;
     let mut out = std::io::stdout().lock();
     let Some(message) = &args.message else {
         return chat_loop(&asker, &mut session, &mut out);

@@ -25,7 +25,7 @@ pub fn run(args: &FansArgs) -> Result<()> {
     match &args.command {
         FansCommand::List { handoff, json } => {
             let fans: Vec<_> = store
-                .fans()?
+                .fans(args.creator.as_deref())?
                 .into_iter()
                 .filter(|f| !*handoff || !f.handoffs.is_empty())
                 .collect();
@@ -50,7 +50,8 @@ pub fn run(args: &FansArgs) -> Result<()> {
                 let last: String = f.last_message.as_deref().unwrap_or("").chars().take(60).collect();
                 writeln!(
                     out,
-                    "{}\t{} messages\t{}\t{}{}",
+                    "{}\t{}\t{} messages\t{}\t{}{}",
+                    if f.creator.is_empty() { "-" } else { &f.creator },
                     f.id,
                     f.messages,
                     f.last_at.as_deref().unwrap_or("-"),
@@ -75,7 +76,8 @@ pub fn run(args: &FansArgs) -> Result<()> {
         }
         FansCommand::ClearHandoff { fan } => {
             history::check_fan_id(fan)?;
-            match store.clear_handoff(fan, Timestamp::now())? {
+            let creator = creator_of(&store, fan, args.creator.as_deref())?;
+            match store.clear_handoff(history::FanRef::new(&creator, fan), Timestamp::now())? {
                 None => bail!(
                     "no fan with id `{fan}` in `{}`; `persona fans list --handoff` shows the fans waiting for a human",
                     path.display()
@@ -86,4 +88,25 @@ pub fn run(args: &FansArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The creator whose fan `fan` is meant: the one given, else the only creator with such a fan.
+fn creator_of(store: &HistoryStore, fan: &str, given: Option<&str>) -> Result<String> {
+    if let Some(creator) = given {
+        return Ok(creator.to_string());
+    }
+    let creators: Vec<String> = store
+        .fans(None)?
+        .into_iter()
+        .filter(|f| f.id == fan)
+        .map(|f| f.creator)
+        .collect();
+    match creators.as_slice() {
+        [] => bail!("no fan with id `{fan}`; `persona fans list` shows the fans and their creators"),
+        [one] => Ok(one.clone()),
+        many => bail!(
+            "fan `{fan}` talks to several creators ({}); name one with --creator",
+            many.join(", ")
+        ),
+    }
 }

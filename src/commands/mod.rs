@@ -10,11 +10,12 @@ pub mod doctor;
 pub mod eval;
 pub mod fans;
 pub mod inspect;
+pub mod serve;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::{
     AskArgs, CheckArgs, Cli, Command, CompileArgs, DoctorArgs, InspectArgs, LlmArgs, ServeArgs,
@@ -24,7 +25,7 @@ use crate::embed::cache::EmbedCache;
 use crate::embed::{Embedder, FastEmbedder};
 use crate::paths::{self, Assets};
 
-use crate::{artifact, serve};
+use crate::artifact;
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -93,45 +94,7 @@ fn run_ask(base: Overrides, args: AskArgs) -> Result<ExitCode> {
 
 fn run_serve(base: Overrides, args: ServeArgs) -> Result<ExitCode> {
     let config = Config::resolve(&llm_overrides(base, &args.llm))?;
-    let addr: std::net::SocketAddr = args
-        .addr
-        .parse()
-        .with_context(|| format!("--addr `{}` is not an address such as 127.0.0.1:7878", args.addr))?;
-    let token = match &args.token_env {
-        Some(var) => Some(crate::config::env(var).with_context(|| {
-            format!("--token-env names `{var}`, but that environment variable is empty or unset; export the token first")
-        })?),
-        None => None,
-    };
-    anyhow::ensure!(args.rate_per_minute > 0, "--rate-per-minute must be at least 1");
-    let persona = crate::answer::Persona::load(
-        &args.artifact,
-        &crate::paths::Assets::locate(),
-        config.embedding.effective_threads(),
-        &config.runtime,
-    )?;
-    let client = crate::llm::LlmClient::new(config.llm.clone())?;
-    let store = crate::history::HistoryStore::open(
-        &args
-            .history
-            .clone()
-            .unwrap_or_else(crate::history::HistoryStore::default_path),
-    )?;
-    let options = serve::ServeOptions {
-        addr,
-        token,
-        body_limit: args.body_limit,
-        rate_per_minute: args.rate_per_minute,
-        max_queue: args.max_queue,
-        llm_concurrency: args.llm_concurrency,
-        prefill: config.llm.prefill,
-        temperature: config.llm.temperature,
-        seed: config.llm.seed,
-        llm_base_url: Some(config.llm.base_url.clone()),
-        request_timeout: config.llm.timeout * (config.filter.attempts + 1) * 2
-            + std::time::Duration::from_secs(10),
-    };
-    serve::run(serve::AppState::new(persona, client, store, options))?;
+    serve::run(&config, &args)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub(super) kind: &'static str,
     pub(super) message: String,
     pub(super) retry_after: Option<u64>,
+    /// OpenAI's machine-readable `code`, when there is one (`model_not_found`).
+    pub(super) code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            code: None,
         }
     }
 
@@ -86,7 +89,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(json!({"error": {"message": self.message, "type": self.kind}})),
+            Json(json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})),
         )
             .into_response();
         if let Some(seconds) = self.retry_after {

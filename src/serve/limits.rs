@@ -1,6 +1,7 @@
-//! Who may call and how often: the bearer token and the per-fan rate limit.
+//! Who may call and how often: the bearer token and the rate limits.
 //!
-//! Pure checks over the request headers and a rate table; the handlers call them first.
+//! Pure checks over the request headers and a rate table: per fan on the answering routes, per
+//! client address on every `/v1/*` route.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -46,36 +47,70 @@ pub(super) fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), 
     }
 }
 
-/// Counts one request of `fan` against `per_minute`, refusing it with 429 and `Retry-After` when
-/// the fan is over.
-pub(super) fn rate_limit(
-    rates: &Mutex<HashMap<String, VecDeque<Instant>>>,
-    per_minute: usize,
-    fan: &str,
-) -> Result<(), ApiError> {
-    let now = Instant::now();
-    let window = Duration::from_secs(60);
-    let mut rates = rates
-        .lock()
-        .map_err(|_| ApiError::from_pipeline(anyhow::anyhow!("rate table poisoned")))?;
-    let times = rates.entry(fan.to_string()).or_default();
-    while times.front().is_some_and(|t| now.duration_since(*t) > window) {
-        times.pop_front();
+/// Requests per key in the last minute, for the rate limits. Keys idle for a minute are
+/// forgotten as the table grows, so a server that met a million fans does not keep them all.
+#[derive(Default)]
+pub(super) struct RateTable {
+    inner: Mutex<Rates>,
+}
+
+#[derive(Default)]
+struct Rates {
+    times: HashMap<String, VecDeque<Instant>>,
+    /// The table's size after the last sweep, and when it was: the next sweep comes when the
+    /// table has doubled or a window has passed.
+    swept_at: usize,
+    swept: Option<Instant>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl RateTable {
+    /// Counts one request of `key` against `per_minute`, refusing it with 429 and `Retry-After`
+    /// when the key is over; `what` names the key in the message.
+    pub(super) fn check(&self, key: &str, per_minute: usize, what: &str) -> Result<(), ApiError> {
+        self.check_at(key, per_minute, what, Instant::now())
     }
-    if times.len() >= per_minute {
-        let wait = times.front().map_or(60, |t| {
-            60u64.saturating_sub(now.duration_since(*t).as_secs()).max(1)
-        });
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            format!("fan `{fan}` sent more than {} messages in a minute", per_minute),
-        );
-        err.retry_after = Some(wait);
-        return Err(err);
+
+    fn check_at(&self, key: &str, per_minute: usize, what: &str, now: Instant) -> Result<(), ApiError> {
+        let mut rates = self
+            .inner
+            .lock()
+            .map_err(|_| ApiError::from_pipeline(anyhow::anyhow!("rate table poisoned")))?;
+        let grown = rates.times.len() >= 2 * rates.swept_at;
+        let stale = rates.swept.is_none_or(|t| now.duration_since(t) > WINDOW);
+        if rates.times.len() >= 1024 && (grown || stale) {
+            rates
+                .times
+                .retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) <= WINDOW));
+            rates.swept_at = rates.times.len();
+            rates.swept = Some(now);
+        }
+        let times = rates.times.entry(key.to_string()).or_default();
+        while times.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
+            times.pop_front();
+        }
+        if times.len() >= per_minute {
+            let wait = times.front().map_or(60, |t| {
+                60u64.saturating_sub(now.duration_since(*t).as_secs()).max(1)
+            });
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!("{what} sent more than {per_minute} requests in a minute"),
+            );
+            err.retry_after = Some(wait);
+            return Err(err);
+        }
+        times.push_back(now);
+        Ok(())
     }
-    times.push_back(now);
-    Ok(())
+
+    /// Keys remembered now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map(|r| r.times.len()).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -91,16 +126,36 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_counts_per_fan() {
-        let rates = Mutex::new(HashMap::new());
-        assert!(rate_limit(&rates, 2, "ana").is_ok());
-        assert!(rate_limit(&rates, 2, "ana").is_ok());
-        let refused = rate_limit(&rates, 2, "ana").unwrap_err();
+    fn the_rate_limit_counts_per_key() {
+        let rates = RateTable::default();
+        assert!(rates.check("ana", 2, "fan `ana`").is_ok());
+        assert!(rates.check("ana", 2, "fan `ana`").is_ok());
+        let refused = rates.check("ana", 2, "fan `ana`").unwrap_err();
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(refused.retry_after.is_some());
         assert!(
-            rate_limit(&rates, 2, "ben").is_ok(),
+            rates.check("ben", 2, "fan `ben`").is_ok(),
             "another fan has their own budget"
         );
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_as_the_table_grows() {
+        let rates = RateTable::default();
+        let start = Instant::now();
+        for i in 0..3000 {
+            rates.check_at(&format!("fan{i}"), 5, "a fan", start).unwrap();
+        }
+        assert!(rates.len() > 2000, "nobody is idle yet: {}", rates.len());
+        let later = start + Duration::from_secs(61);
+        for i in 0..10 {
+            rates.check_at(&format!("new{i}"), 5, "a fan", later).unwrap();
+        }
+        assert!(
+            rates.len() < 2000,
+            "fans idle for a minute are swept: {} remembered",
+            rates.len()
+        );
+        rates.check_at("fan1", 1, "a fan", later).expect("a forgotten fan starts afresh");
     }
 }

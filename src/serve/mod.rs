@@ -2,32 +2,40 @@
 //!
 //! Owns the routes (`POST /v1/reply`, `POST /v1/chat/completions`, `GET /v1/models`,
 //! `GET /v1/fans/{id}/messages`, `GET /v1/handoffs`, `DELETE /v1/fans/{id}/handoff`,
-//! `GET /healthz`), the shared state, the limits applied as layers
-//! (body size, request timeout) and graceful shutdown. The handlers are in `handlers`, the error
-//! responses in `errors`, authentication and the rate limit in `limits`. Answers come from the
-//! same [`crate::answer`] pipeline `ask` uses; fan histories live in the SQLite `history` store.
-//! The chat model is a type parameter, so the router is tested with a scripted model.
+//! `GET /healthz`), the shared state, the limits applied as layers (body size, a per-client rate
+//! limit on `/v1/*`, an overall timeout as a backstop), reloading and graceful shutdown. The
+//! creators served are in `creators`, a fan's turn against the history in `exchange` (one at a
+//! time per fan, from `fan_turns`), the OpenAI route in `openai`, the other handlers in
+//! `handlers`, the error responses in `errors`, authentication and rate tables in `limits`.
+//! Answers come from the same [`crate::answer`] pipeline `ask` uses; fan histories live in the
+//! `history` store. The chat model is a type parameter, so the router is tested with a scripted
+//! model.
 
+mod creators;
 mod errors;
+mod exchange;
+mod fan_turns;
 mod handlers;
 mod limits;
+mod openai;
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use crate::answer::Persona;
 use crate::history::HistoryStore;
 use crate::llm::ChatModel;
 
+pub use self::creators::{Creators, Loader, Source};
 pub use self::errors::ApiError;
 
 /// Service limits and settings.
@@ -39,8 +47,10 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
-    /// Requests per fan per minute.
+    /// Answers per fan per minute.
     pub rate_per_minute: usize,
+    /// Requests per client address per minute, on every `/v1/*` route.
+    pub client_rate_per_minute: usize,
     /// Requests allowed to wait for the LLM at once; more get 503.
     pub max_queue: usize,
     /// Requests talking to the LLM at once.
@@ -53,58 +63,149 @@ pub struct ServeOptions {
     pub seed: Option<u64>,
     /// The LLM's base URL, probed by `/healthz`; `None` reports it reachable without a probe.
     pub llm_base_url: Option<String>,
-    /// Upper bound on a whole request, LLM included.
+    /// Upper bound on answering with one candidate, every attempt and retry included; a request
+    /// for `n` candidates gets `n` times this.
     pub request_timeout: Duration,
+    /// How often artifact files are checked for replacement; `None` reloads only on SIGHUP.
+    pub reload_every: Option<Duration>,
 }
+
+/// How long a `/healthz` probe of the LLM is trusted.
+const PROBE_TTL: Duration = Duration::from_secs(5);
 
 /// What every handler shares.
 pub struct AppState<M> {
-    persona: Persona,
+    creators: Creators,
     model: M,
-    store: Mutex<HistoryStore>,
+    store: Arc<Mutex<HistoryStore>>,
     options: ServeOptions,
     queue: Arc<Semaphore>,
     llm: Arc<Semaphore>,
-    rates: Mutex<HashMap<String, VecDeque<Instant>>>,
+    rates: limits::RateTable,
+    clients: limits::RateTable,
+    fans: fan_turns::FanTurns,
+    probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl<M> AppState<M> {
-    /// The state of a server answering with `model` and keeping histories in `store`.
-    pub fn new(persona: Persona, model: M, store: HistoryStore, options: ServeOptions) -> Self {
+    /// The state of a server speaking as `creators`, answering with `model` and keeping
+    /// histories in `store`.
+    pub fn new(creators: Creators, model: M, store: HistoryStore, options: ServeOptions) -> Self {
         AppState {
             queue: Arc::new(Semaphore::new(options.max_queue.max(1))),
             llm: Arc::new(Semaphore::new(options.llm_concurrency.max(1))),
-            rates: Mutex::new(HashMap::new()),
-            store: Mutex::new(store),
-            persona,
+            rates: limits::RateTable::default(),
+            clients: limits::RateTable::default(),
+            fans: fan_turns::FanTurns::default(),
+            probe: tokio::sync::Mutex::new(None),
+            store: Arc::new(Mutex::new(store)),
+            creators,
             model,
             options,
         }
     }
+
+    /// Runs `work` on the history store on a blocking thread.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut HistoryStore) -> Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = store
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the history store is poisoned"))?;
+            work(&mut store)
+        })
+        .await
+        .map_err(|e| ApiError::from_pipeline(anyhow::anyhow!("history task failed: {e}")))?
+        .map_err(ApiError::from_pipeline)
+    }
+
+    /// Whether the LLM answered its last probe; probes again when that is older than
+    /// [`PROBE_TTL`]. Concurrent callers share one probe.
+    async fn llm_reachable(&self) -> bool {
+        let Some(base) = self.options.llm_base_url.clone() else {
+            return true;
+        };
+        let mut last = self.probe.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < PROBE_TTL {
+                return ok;
+            }
+        }
+        let ok = tokio::task::spawn_blocking(move || crate::llm::probe(&base))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        *last = Some((Instant::now(), ok));
+        ok
+    }
+}
+
+/// `work`, or a 504 when it takes longer than `budget`. A fan's exchange cut off this way is
+/// stored only if its reply already existed (see [`exchange`]).
+async fn within<T>(
+    budget: Duration,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(budget, work).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the reply took longer than {} s; retry with the same Idempotency-Key to get it if it was stored",
+                budget.as_secs()
+            ),
+        ))
+    })
+}
+
+/// The per-client rate limit on `/v1/*`: by the peer address (unknown peers share one budget).
+async fn client_rate<M: Send + Sync + 'static>(
+    State(state): State<Arc<AppState<M>>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+    state.clients.check(
+        &peer,
+        state.options.client_rate_per_minute,
+        &format!("client {peer}"),
+    )?;
+    Ok(next.run(request).await)
 }
 
 /// The router with every route and layer.
 pub fn router<M: ChatModel + Send + Sync + 'static>(state: Arc<AppState<M>>) -> Router {
-    let timeout = state.options.request_timeout;
+    // The backstop: the largest budget a request may get (8 candidates) and a margin.
+    let backstop = state.options.request_timeout * 8 + Duration::from_secs(30);
     let limit = state.options.body_limit;
+    let v1 = Router::new()
+        .route("/reply", post(handlers::reply::<M>))
+        .route("/chat/completions", post(openai::chat_completions::<M>))
+        .route("/models", get(handlers::models::<M>))
+        .route("/fans/{fan_id}/messages", get(handlers::fan_messages::<M>))
+        .route("/fans/{fan_id}/handoff", delete(handlers::clear_handoff::<M>))
+        .route("/handoffs", get(handlers::handoffs::<M>))
+        .route_layer(middleware::from_fn_with_state(state.clone(), client_rate::<M>));
     Router::new()
-        .route("/v1/reply", post(handlers::reply::<M>))
-        .route("/v1/chat/completions", post(handlers::chat_completions::<M>))
-        .route("/v1/models", get(handlers::models::<M>))
-        .route("/v1/fans/{fan_id}/messages", get(handlers::fan_messages::<M>))
-        .route("/v1/fans/{fan_id}/handoff", delete(handlers::clear_handoff::<M>))
-        .route("/v1/handoffs", get(handlers::handoffs::<M>))
+        .nest("/v1", v1)
         .route("/healthz", get(handlers::healthz::<M>))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            timeout,
+            backstop,
         ))
         .with_state(state)
 }
 
-/// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+/// Serves until SIGINT or SIGTERM, then finishes the requests in flight. Artifacts are reloaded
+/// on SIGHUP and when their files are replaced.
 pub fn run<M: ChatModel + Send + Sync + 'static>(state: AppState<M>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,14 +217,59 @@ pub fn run<M: ChatModel + Send + Sync + 'static>(state: AppState<M>) -> Result<(
             .await
             .with_context(|| format!("binding {addr}; is another server using the port? choose another with --addr"))?;
         let addr = listener.local_addr()?;
-        eprintln!("persona serve: listening on http://{addr} (POST /v1/reply, POST /v1/chat/completions, GET /healthz)");
-        axum::serve(listener, router(Arc::new(state)))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")?;
+        let state = Arc::new(state);
+        let names: Vec<String> = state.creators.all().iter().map(|p| p.creator().to_string()).collect();
+        eprintln!(
+            "persona serve: listening on http://{addr} as {} (POST /v1/reply, POST /v1/chat/completions, GET /healthz)",
+            names.join(", ")
+        );
+        tokio::spawn(reload_loop(state.clone()));
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
         eprintln!("persona serve: stopped");
         Ok(())
     })
+}
+
+/// Reloads changed artifacts every `reload_every`, and all of them on SIGHUP.
+async fn reload_loop<M: Send + Sync + 'static>(state: Arc<AppState<M>>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let every = state.options.reload_every;
+    loop {
+        let tick = async {
+            match every {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let force = tokio::select! {
+            _ = tick => false,
+            _ = hangup => true,
+        };
+        let reloading = state.clone();
+        if let Ok(log) = tokio::task::spawn_blocking(move || reloading.creators.reload(force)).await {
+            for line in log {
+                eprintln!("persona serve: {line}");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -161,11 +307,26 @@ mod tests {
     use crate::answer::testing::{self, Scripted};
 
     fn state(model: Scripted, dir: &std::path::Path) -> Arc<AppState<Scripted>> {
+        state_with(model, dir, vec![testing::persona()])
+    }
+
+    fn named(name: &str) -> crate::answer::Persona {
+        let mut p = testing::persona();
+        p.artifact.settings.creator.name = name.into();
+        p
+    }
+
+    fn state_with(
+        model: Scripted,
+        dir: &std::path::Path,
+        personas: Vec<crate::answer::Persona>,
+    ) -> Arc<AppState<Scripted>> {
         let options = ServeOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             token: Some("secret".into()),
             body_limit: 64 * 1024,
             rate_per_minute: 3,
+            client_rate_per_minute: 1000,
             max_queue: 4,
             llm_concurrency: 1,
             prefill: false,
@@ -173,9 +334,11 @@ mod tests {
             seed: Some(1),
             llm_base_url: None,
             request_timeout: Duration::from_secs(30),
+            reload_every: None,
         };
         let store = HistoryStore::open(&dir.join("h.sqlite3")).unwrap();
-        Arc::new(AppState::new(testing::persona(), model, store, options))
+        let creators = Creators::fixed(personas).unwrap();
+        Arc::new(AppState::new(creators, model, store, options))
     }
 
     async fn call(
@@ -184,17 +347,210 @@ mod tests {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let request = Request::builder()
+        let (status, _, bytes) = call_with(state, method, path, body, &[]).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn call_with(
+        state: &Arc<AppState<Scripted>>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("authorization", "Bearer secret")
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .unwrap();
         let response = router(state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (status, headers, bytes.to_vec())
+    }
+
+    fn contents(history: &Value) -> Vec<String> {
+        history["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_carries_the_filtered_reply_and_the_models_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["add me on snapchat babe", "pancakes and slow jazz, perfect"]);
+        let state = state(model, dir.path());
+        let body = json!({"model": "Wren", "stream": true, "stream_options": {"include_usage": true},
+                          "messages": [{"role": "user", "content": "i made pancakes"}],
+                          "temperature": 1.7, "presence_penalty": 0.5, "logit_bias": {}});
+        let (status, headers, bytes) = call_with(&state, "POST", "/v1/chat/completions", Some(body), &[]).await;
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(headers["content-type"], "text/event-stream");
+        assert!(!text.contains("snapchat"), "nothing unfiltered is streamed: {text}");
+        let events: Vec<Value> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|e| *e != "[DONE]")
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let streamed: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(streamed, "pancakes and slow jazz, perfect");
+        let usage = &events.last().unwrap()["usage"];
+        assert!(
+            usage["completion_tokens"].as_u64().unwrap() >= 9,
+            "both drafts are counted: {usage}"
+        );
+        assert_eq!(
+            usage["total_tokens"].as_u64(),
+            Some(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap())
+        );
+
+        let (status, _, bytes) = call_with(
+            &state,
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"stream": true, "n": 2, "messages": [{"role": "user", "content": "hi"}]})),
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    #[tokio::test]
+    async fn a_front_ends_user_gets_the_stored_history_and_a_regenerate_replaces_the_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["hey you", "one old cat", "two cats actually"]);
+        let state = state(model.clone(), dir.path());
+        let hi = json!({"messages": [{"role": "user", "content": "hi"}], "user": "fan-7"});
+        let (status, out) = call(&state, "POST", "/v1/chat/completions", Some(hi)).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        // Open WebUI names the fan in a header; the front end's copy of the conversation is
+        // not imported, the stored one is used.
+        let pets = json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "an edited reply the server never sent"},
+            {"role": "user", "content": "pets?"}]});
+        let (status, headers, _) = call_with(
+            &state,
+            "POST",
+            "/v1/chat/completions",
+            Some(pets.clone()),
+            &[("x-openwebui-user-id", "fan-7")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.get("idempotent-replayed").is_none());
+        let prompt = crate::answer::prompt::to_text(&model.calls()[1].prompt);
+        assert!(prompt.contains("YOU: hey you"), "{prompt}");
+        assert!(!prompt.contains("edited reply"), "{prompt}");
+        let (_, history) = call(&state, "GET", "/v1/fans/fan-7/messages", None).await;
+        assert_eq!(contents(&history), ["hi", "hey you", "pets?", "one old cat"]);
+
+        let (_, _, out) = call_with(
+            &state,
+            "POST",
+            "/v1/chat/completions",
+            Some(pets),
+            &[("x-openwebui-user-id", "fan-7")],
+        )
+        .await;
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["choices"][0]["message"]["content"], "two cats actually");
+        let (_, history) = call(&state, "GET", "/v1/fans/fan-7/messages", None).await;
+        assert_eq!(
+            contents(&history),
+            ["hi", "hey you", "pets?", "two cats actually"],
+            "the regenerated reply replaced the stored one"
+        );
+        let (status, _) = call(
+            &state,
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"messages": [{"role": "user", "content": "hi"}], "user": "\u{7}"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_stores_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["first answer", "second answer"]);
+        let state = state(model.clone(), dir.path());
+        let body = json!({"fan_id": "ana", "message": "hi"});
+        let key = [("idempotency-key", "req-1")];
+        let (s1, h1, b1) = call_with(&state, "POST", "/v1/reply", Some(body.clone()), &key).await;
+        let (s2, h2, b2) = call_with(&state, "POST", "/v1/reply", Some(body), &key).await;
+        assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+        let (b1, b2): (Value, Value) = (serde_json::from_slice(&b1).unwrap(), serde_json::from_slice(&b2).unwrap());
+        assert_eq!((b1["reply"].as_str(), b2["reply"].as_str()), (Some("first answer"), Some("first answer")));
+        assert!(h1.get("idempotent-replayed").is_none());
+        assert_eq!(h2["idempotent-replayed"], "true");
+        assert_eq!(model.calls().len(), 1, "the retry asked no model");
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        assert_eq!(contents(&history), ["hi", "first answer"]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_messages_of_one_fan_are_stored_as_whole_exchanges_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["r1", "r2", "r3"]);
+        let state = state(model, dir.path());
+        let mut tasks = Vec::new();
+        for i in 1..=3 {
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                call(&state, "POST", "/v1/reply", Some(json!({"fan_id": "ana", "message": format!("m{i}")}))).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().0, StatusCode::OK);
+        }
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        let c = contents(&history);
+        assert_eq!(c.len(), 6);
+        for pair in c.chunks(2) {
+            assert!(pair[0].starts_with('m') && pair[1].starts_with('r'), "{c:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn two_creators_are_chosen_by_model_and_keep_separate_histories() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["wren here", "ivy here"]);
+        let state = state_with(model.clone(), dir.path(), vec![named("Wren"), named("Ivy")]);
+        let (_, models) = call(&state, "GET", "/v1/models", None).await;
+        let ids: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+        assert_eq!(ids, ["Ivy", "Wren"]);
+        let ask = |model: &str| json!({"model": model, "user": "ana", "messages": [{"role": "user", "content": "hi"}]});
+        let (status, _) = call(&state, "POST", "/v1/chat/completions", Some(ask("wren"))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(&state, "POST", "/v1/reply", Some(json!({"creator": "Ivy", "fan_id": "ana", "message": "hi"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(crate::answer::prompt::to_text(&model.calls()[1].prompt).contains("Ivy"));
+        let (_, wren) = call(&state, "GET", "/v1/fans/ana/messages?creator=Wren", None).await;
+        let (_, ivy) = call(&state, "GET", "/v1/fans/ana/messages?creator=Ivy", None).await;
+        assert_eq!((contents(&wren), contents(&ivy)), (vec!["hi".to_string(), "wren here".into()], vec!["hi".to_string(), "ivy here".into()]));
+
+        let (status, err) = call(&state, "POST", "/v1/chat/completions", Some(ask("Nobody"))).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found")));
+        let (status, err) = call(&state, "POST", "/v1/reply", Some(json!({"fan_id": "ana", "message": "hi"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("Ivy, Wren"), "{err}");
     }
 
     #[tokio::test]

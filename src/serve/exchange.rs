@@ -1,0 +1,210 @@
+//! One fan turn against the stored history: the order every answering route follows.
+//!
+//! A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
+//! history is loaded, a retried request with a known `Idempotency-Key` gets the first answer
+//! back, the pipeline answers within the queue and concurrency limits, and the fan's message,
+//! the reply, any handoff and the idempotent response are stored in one transaction. Nothing is
+//! stored before the reply exists, so a request refused with 429/503 or timed out before the
+//! model answered leaves no trace. The fan's turn is released only after the commit, even when
+//! the client has gone: the next message of that fan always sees this exchange.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::answer::{Answer, DemoMode, Persona, Sampling, Turn};
+use crate::conversation::{FanProfile, Message};
+use crate::history::{Exchange, FanRef};
+use crate::llm::ChatModel;
+use crate::safety::Handoff;
+
+/// A fan's new message, as a route received it.
+pub(super) struct Incoming {
+    /// The fan's id.
+    pub fan_id: String,
+    /// The fan's message, with the time it was sent.
+    pub message: Message,
+    /// A profile the request carries; it replaces the stored one.
+    pub profile: Option<FanProfile>,
+    /// How many candidates, at what temperature.
+    pub sampling: Sampling,
+    /// The request's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// The conversation a front end sent along (the OpenAI route), to tell a regenerate from a
+    /// new message.
+    pub sent: Option<Vec<Message>>,
+}
+
+/// The answer to a turn, as stored: what `/v1/reply` returns and chat completions render.
+pub(super) struct Outcome {
+    /// The [`Answer`] as JSON.
+    pub answer: Value,
+    /// Whether it is the stored answer to an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// Runs a fan's turn: see the module documentation for the order.
+pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
+    state: &Arc<AppState<M>>,
+    persona: Arc<Persona>,
+    incoming: Incoming,
+) -> Result<Outcome, ApiError> {
+    let creator = persona.creator().to_string();
+    let turn = state.fans.enter(&creator, &incoming.fan_id).await;
+    let (c, f, key) = (creator.clone(), incoming.fan_id.clone(), incoming.idempotency_key.clone());
+    let (stored, stored_profile, handoff, replay) = state
+        .with_store(move |store| {
+            let fan = FanRef::new(&c, &f);
+            let replay = match &key {
+                Some(key) => store.idempotent_response(fan, key)?,
+                None => None,
+            };
+            let (history, profile) = store.load(fan)?;
+            Ok((history, profile, store.stopping_handoff(fan)?, replay))
+        })
+        .await?;
+    if let Some(response) = replay {
+        let answer = serde_json::from_str(&response)
+            .map_err(|e| ApiError::from_pipeline(anyhow::anyhow!("a stored idempotent response is unreadable: {e}")))?;
+        return Ok(Outcome {
+            answer,
+            replayed: true,
+        });
+    }
+    let regenerate = incoming
+        .sent
+        .as_deref()
+        .is_some_and(|sent| is_regenerate(&stored, sent));
+    let mut history = stored;
+    if regenerate {
+        history.truncate(history.len().saturating_sub(2));
+    }
+    history.push(incoming.message.clone());
+    let profile = incoming.profile.clone().or(stored_profile);
+    let answer = answer(state, persona, history, profile, handoff, incoming.sampling).await?;
+    let value = serde_json::to_value(&answer).map_err(|e| ApiError::from_pipeline(e.into()))?;
+    let response = value.to_string();
+    state
+        .with_store(move |store| {
+            // The fan's turn ends with the commit, whatever happened to the request meanwhile.
+            let _turn = turn;
+            let fan = FanRef::new(&creator, &incoming.fan_id);
+            if let Some(profile) = &incoming.profile {
+                store.set_profile(fan, profile)?;
+            }
+            let exchange = Exchange {
+                handoff: answer.handoff.as_ref(),
+                idempotency: incoming.idempotency_key.as_deref().map(|k| (k, response.as_str())),
+                replaces_last: regenerate,
+                ..Exchange::new(&incoming.message, &answer.reply, Timestamp::now())
+            };
+            store.record_exchange(fan, &exchange)
+        })
+        .await?;
+    Ok(Outcome {
+        answer: value,
+        replayed: false,
+    })
+}
+
+/// Whether a front end's conversation asks again for the answer to the last stored fan message
+/// (its "regenerate"): its last message repeats that message, and it holds one reply fewer than
+/// the store, so the stored reply is the one being replaced.
+pub(super) fn is_regenerate(stored: &[Message], sent: &[Message]) -> bool {
+    let [.., fan, reply] = stored else {
+        return false;
+    };
+    let Some(last) = sent.last().filter(|m| !m.from_creator) else {
+        return false;
+    };
+    let replies = |h: &[Message]| h.iter().filter(|m| m.from_creator).count();
+    !fan.from_creator
+        && reply.from_creator
+        && fan.content.trim() == last.content.trim()
+        && replies(sent) + 1 == replies(stored)
+}
+
+/// Runs the pipeline for one fan turn within the queue and concurrency limits.
+pub(super) async fn answer<M: ChatModel + Send + Sync + 'static>(
+    state: &Arc<AppState<M>>,
+    persona: Arc<Persona>,
+    history: Vec<Message>,
+    fan: Option<FanProfile>,
+    handoff: Option<Handoff>,
+    sampling: Sampling,
+) -> Result<Answer, ApiError> {
+    let _slot = state.queue.clone().try_acquire_owned().map_err(|_| {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests are waiting for the language model; retry shortly",
+        );
+        e.retry_after = Some(1);
+        e
+    })?;
+    let now = history
+        .last()
+        .and_then(|m| m.sent_at)
+        .unwrap_or_else(Timestamp::now);
+    let prefill = state.options.prefill;
+    let preparing = persona.clone();
+    // Embedding is CPU work: keep it off the async workers.
+    let prepared = tokio::task::spawn_blocking(move || {
+        let turn = Turn {
+            history: &history,
+            fan: fan.as_ref(),
+            now,
+            prefill,
+            demos: DemoMode::Nearest,
+            handoff: handoff.as_ref(),
+        };
+        preparing.prepare(&turn)
+    })
+    .await
+    .map_err(|e| ApiError::from_pipeline(anyhow::anyhow!("prepare task failed: {e}")))?
+    .map_err(ApiError::from_pipeline)?;
+    let _llm = state
+        .llm
+        .acquire()
+        .await
+        .map_err(|e| ApiError::from_pipeline(anyhow::anyhow!("{e}")))?;
+    persona
+        .answer(&state.model, &prepared, sampling)
+        .await
+        .map_err(ApiError::from_pipeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(from_creator: bool, text: &str) -> Message {
+        Message {
+            from_creator,
+            content: text.into(),
+            sent_at: None,
+        }
+    }
+
+    #[test]
+    fn a_regenerate_is_told_from_a_repeated_message() {
+        let stored = vec![m(false, "hi"), m(true, "hey you"), m(false, "pets?"), m(true, "a cat")];
+        let regenerate = vec![m(false, "hi"), m(true, "hey you"), m(false, "pets?")];
+        assert!(is_regenerate(&stored, &regenerate));
+        let asked_again = vec![
+            m(false, "hi"),
+            m(true, "hey you"),
+            m(false, "pets?"),
+            m(true, "a cat"),
+            m(false, "pets?"),
+        ];
+        assert!(!is_regenerate(&stored, &asked_again), "the fan asked twice");
+        let new = vec![m(false, "hi"), m(true, "hey you"), m(false, "dogs?")];
+        assert!(!is_regenerate(&stored, &new));
+        assert!(!is_regenerate(&[], &regenerate));
+    }
+}
