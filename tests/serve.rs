@@ -339,3 +339,79 @@ fn a_kill_mid_request_leaves_no_half_exchange_and_sigterm_finishes_in_flight_wor
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// A second creator's artifact: the same chats compiled under another name (the compile-time
+/// classifiers off, to keep it quick; they are not what this test is about).
+fn other_creator_artifact(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let base = common::config_without_classifiers(dir, "");
+    let text = std::fs::read_to_string(&base).unwrap().replace("name = \"Wren\"", &format!("name = \"{name}\""));
+    assert!(text.contains(&format!("name = \"{name}\"")), "the creator's name is set in persona.toml");
+    let config = dir.join("other.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = dir.join(format!("{name}.bin"));
+    common::persona(&["compile", common::dataset().to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .env("PERSONA_CONFIG", &config)
+        .success();
+    out
+}
+
+#[test]
+fn the_official_openai_sdk_streams_keeps_a_fans_history_and_speaks_as_two_creators() {
+    let dir = tempfile::tempdir().unwrap();
+    let ivy = other_creator_artifact(dir.path(), "Ivy");
+    let setup = Command::new("bash")
+        .arg(root().join("scripts/setup-sdk.sh"))
+        .output()
+        .expect("bash runs");
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let python = String::from_utf8(setup.stdout).unwrap().trim().to_string();
+    let server = Server::start(
+        &dir.path().join("h.sqlite3"),
+        &["--artifact", ivy.to_str().unwrap(), "--token-env", "SDK_TOKEN"],
+        &[("SDK_TOKEN", "sdk-secret")],
+    );
+    let run = Command::new(&python)
+        .arg(root().join("tests/sdk/openai_client.py"))
+        .args([&server.url("/v1"), "sdk-secret", "Wren", "Ivy"])
+        .output()
+        .expect("the SDK's python runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let seen = common::json(&String::from_utf8_lossy(&run.stdout));
+
+    assert_eq!(seen["models"], json!(["Ivy", "Wren"]));
+    let plain = &seen["plain"];
+    assert_eq!((plain["model"].as_str(), plain["finish_reason"].as_str()), (Some("Wren"), Some("stop")));
+    assert!(!plain["content"].as_str().unwrap().trim().is_empty());
+    let usage = &plain["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "real usage from the LLM: {usage}");
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap())
+    );
+
+    let stream = &seen["stream"];
+    assert_eq!(stream["role"], "assistant");
+    assert_eq!(stream["finish_reasons"], json!(["stop"]));
+    assert!(stream["usage"]["total_tokens"].as_u64().unwrap() > 0, "{stream}");
+    // The fan's history is the server's: both turns stored once each, in order, and what was
+    // streamed is exactly the stored (filtered) reply.
+    let history = seen["history"].as_array().expect("the fan has a stored history");
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert_eq!(history[0], "hi! dana here, i just got back from a run");
+    assert_eq!(history[1], stream["first_reply"]);
+    assert_eq!(history[2], "what should i cook tonight?");
+    assert_eq!(history[3], stream["text"]);
+
+    let other = &seen["other"];
+    assert_eq!(other["model"], "Ivy");
+    assert_eq!(
+        other["history"].as_array().map(Vec::len),
+        Some(2),
+        "the same fan id has its own history with each creator"
+    );
+    assert_eq!(
+        seen["errors"],
+        json!({"unknown_model": "NotFoundError", "stream_n2": "BadRequestError", "wrong_key": "AuthenticationError"})
+    );
+}
