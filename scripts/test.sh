@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs the assets (pinned, idempotent), starts the local LLM if it is not
-# already running, runs the whole test suite, and stops the LLM again if it started it.
+# The test command: installs the assets (pinned, idempotent), starts the local LLM and a
+# throwaway PostgreSQL if they are not already running, runs the whole test suite, and stops
+# whatever it started.
 #
 #   bash scripts/test.sh [cargo test arguments...]
 set -euo pipefail
@@ -12,12 +13,21 @@ if ! bash scripts/llm.sh status >/dev/null 2>&1; then
   bash scripts/llm.sh start >/dev/null
   started=1
 fi
-stop_llm() { if [ "$started" = 1 ]; then bash scripts/llm.sh stop >/dev/null 2>&1 || true; fi; }
-trap stop_llm EXIT
+pg_started=0
+if ! bash scripts/pg.sh status >/dev/null 2>&1; then
+  bash scripts/pg.sh start >/dev/null
+  pg_started=1
+fi
+stop_all() {
+  if [ "$started" = 1 ]; then bash scripts/llm.sh stop >/dev/null 2>&1 || true; fi
+  if [ "$pg_started" = 1 ]; then bash scripts/pg.sh stop >/dev/null 2>&1 || true; fi
+}
+trap stop_all EXIT
 PERSONA_LLM_BASE_URL="$(bash scripts/llm.sh url)"
-export PERSONA_LLM_BASE_URL
+PERSONA_TEST_POSTGRES_URL="$(bash scripts/pg.sh url)"
+export PERSONA_LLM_BASE_URL PERSONA_TEST_POSTGRES_URL
 log="$(mktemp)"
-trap 'stop_llm; rm -f "$log"' EXIT
+trap 'stop_all; rm -f "$log"' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary, so the total is not hidden behind the last binary's.

@@ -44,9 +44,10 @@ pub enum Command {
 /// `persona fans`.
 #[derive(Debug, Args)]
 pub struct FansArgs {
-    /// The history database (default: history.sqlite3 in the per-user data directory).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub history: Option<PathBuf>,
+    /// The history: an SQLite file or a postgres:// URL (default: `[history]` in persona.toml,
+    /// else history.sqlite3 in the per-user data directory).
+    #[arg(long, global = true, value_name = "FILE|URL")]
+    pub history: Option<String>,
     /// Only the fans of this creator (the name in the artifact, as `persona inspect` shows it).
     #[arg(long, global = true, value_name = "NAME")]
     pub creator: Option<String>,
@@ -106,9 +107,10 @@ pub struct AskArgs {
     /// Print `{reply, demos, context, attempts}` as JSON.
     #[arg(long)]
     pub json: bool,
-    /// The history database (default: history.sqlite3 in the per-user data directory).
-    #[arg(long, value_name = "FILE")]
-    pub history: Option<PathBuf>,
+    /// The history: an SQLite file or a postgres:// URL (default: `[history]` in persona.toml,
+    /// else history.sqlite3 in the per-user data directory).
+    #[arg(long, value_name = "FILE|URL")]
+    pub history: Option<String>,
     /// LLM settings.
     #[command(flatten)]
     pub llm: LlmArgs,
@@ -267,9 +269,10 @@ pub struct ServeArgs {
     /// Environment variable holding the bearer token clients must send (no token: no auth).
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
-    /// The history database (default: history.sqlite3 in the per-user data directory).
-    #[arg(long, value_name = "FILE")]
-    pub history: Option<PathBuf>,
+    /// The history: an SQLite file or a postgres:// URL (default: `[history]` in persona.toml,
+    /// else history.sqlite3 in the per-user data directory).
+    #[arg(long, value_name = "FILE|URL")]
+    pub history: Option<String>,
     /// Largest request body in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub body_limit: usize,

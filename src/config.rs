@@ -125,6 +125,28 @@ impl Default for Privacy {
     }
 }
 
+/// Where fan histories live when no `--history` is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// An SQLite file path or a `postgres://` URL.
+    pub url: Option<String>,
+    /// An environment variable holding the URL (for one with a password).
+    pub url_env: Option<String>,
+}
+
+impl HistorySettings {
+    /// The configured location: `url_env`'s value, else `url`; `None` for the default file.
+    pub fn location(&self) -> Result<Option<String>> {
+        match (&self.url_env, &self.url) {
+            (Some(var), _) => Ok(Some(env(var).with_context(|| {
+                format!("`[history] url_env` names `{var}`, but that environment variable is empty or unset")
+            })?)),
+            (None, url) => Ok(url.clone()),
+        }
+    }
+}
+
 /// What the context stage adds beyond time and conversation length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -165,6 +187,8 @@ pub struct Config {
     pub safety: SafetySettings,
     /// The context stage's optional facts.
     pub context: ContextSettings,
+    /// Where fan histories live.
+    pub history: HistorySettings,
     /// The file the configuration came from, if any.
     pub source: Option<PathBuf>,
     /// The settings given explicitly (file, environment or flag) that override an artifact's.
@@ -214,6 +238,8 @@ struct FileConfig {
     safety: Option<SafetyFile>,
     #[serde(default)]
     context: ContextSettings,
+    #[serde(default)]
+    history: HistorySettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +418,7 @@ impl Config {
             privacy: file.privacy,
             safety: SafetySettings::default(),
             context: file.context,
+            history: file.history,
             source,
             runtime,
         }

@@ -15,6 +15,11 @@ struct Server {
 
 impl Server {
     fn start(db: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::start_on(db.to_str().unwrap(), extra, envs)
+    }
+
+    /// A server whose history is `history`: an SQLite path or a postgres:// URL.
+    fn start_on(history: &str, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -41,7 +46,7 @@ impl Server {
         ])
         .args([
             "--history",
-            db.to_str().unwrap(),
+            history,
             "--llm-url",
             &url,
             "--timeout",
@@ -414,4 +419,62 @@ fn the_official_openai_sdk_streams_keeps_a_fans_history_and_speaks_as_two_creato
         seen["errors"],
         json!({"unknown_model": "NotFoundError", "stream_n2": "BadRequestError", "wrong_key": "AuthenticationError"})
     );
+}
+
+#[test]
+fn two_servers_on_one_postgres_database_carry_a_fans_conversation_across_a_kill() {
+    let db = common::postgres_url();
+    let a = Server::start_on(&db, &[], &[]);
+    let b = Server::start_on(&db, &[], &[]);
+    let fan = format!("pg-fan-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let say = |server: &Server, text: &str, key: &str| {
+        let r = client()
+            .post(server.url("/v1/reply"))
+            .header("idempotency-key", key)
+            .json(&json!({"fan_id": fan, "message": text}))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, r1) = say(&a, "hi wren, it's jo", "m1");
+    assert_eq!(status, 200, "{r1}");
+    let (status, r2) = say(&b, "remember me from a minute ago?", "m2");
+    assert_eq!(status, 200, "{r2}");
+    assert_eq!(r2["context"]["messages"], 3, "server B answered from server A's exchange: {r2}");
+
+    // A is killed while answering; the client retries on B with the same key.
+    let url = a.url("/v1/reply");
+    let body = json!({"fan_id": fan, "message": "ok goodnight"});
+    let cut = std::thread::spawn(move || {
+        let _ = client().post(url).header("idempotency-key", "m3").json(&body).send();
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    a.signal("-KILL");
+    let _ = cut.join();
+    drop(a);
+    let (status, r3) = say(&b, "ok goodnight", "m3");
+    assert_eq!(status, 200, "{r3}");
+
+    let history: Value = client()
+        .get(b.url(&format!("/v1/fans/{fan}/messages")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let messages: Vec<(bool, String)> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from_creator"].as_bool().unwrap(), m["content"].as_str().unwrap().to_string()))
+        .collect();
+    let expected = [
+        (false, "hi wren, it's jo".to_string()),
+        (true, r1["reply"].as_str().unwrap().to_string()),
+        (false, "remember me from a minute ago?".to_string()),
+        (true, r2["reply"].as_str().unwrap().to_string()),
+        (false, "ok goodnight".to_string()),
+        (true, r3["reply"].as_str().unwrap().to_string()),
+    ];
+    assert_eq!(messages, expected, "every exchange once, in order, nothing lost");
 }

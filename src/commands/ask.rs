@@ -32,7 +32,7 @@ struct Session {
 }
 
 impl Session {
-    fn open(args: &AskArgs, creator: &str) -> Result<Self> {
+    fn open(args: &AskArgs, configured: Option<&str>, creator: &str) -> Result<Self> {
         let Some(fan) = &args.fan else {
             return Ok(Session {
                 store: None,
@@ -42,8 +42,7 @@ impl Session {
             });
         };
         history::check_fan_id(fan)?;
-        let path = args.history.clone().unwrap_or_else(HistoryStore::default_path);
-        let mut store = HistoryStore::open(&path)?;
+        let mut store = history::open(&history::Location::resolve(args.history.as_deref(), configured))?;
         let claimed = store.claim_unassigned(creator)?;
         if claimed > 0 {
             eprintln!("history: {claimed} fan(s) stored before histories were kept per creator now belong to {creator}");
@@ -194,7 +193,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
         prefill: config.llm.prefill,
         fixed_now,
     };
-    let mut session = Session::open(args, asker.persona.creator())?;
+    let mut session = Session::open(args, config.history.location()?.as_deref(), asker.persona.creator())?;
     let mut out = std::io::stdout().lock();
     let Some(message) = &args.message else {
         return chat_loop(&asker, &mut session, &mut out);

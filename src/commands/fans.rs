@@ -9,18 +9,21 @@ use anyhow::{bail, Result};
 use jiff::Timestamp;
 
 use crate::cli::{FansArgs, FansCommand};
-use crate::history::{self, HistoryStore};
+use crate::config::Config;
+use crate::history::{self, HistoryStore, Location};
 
 /// Runs `persona fans`.
-pub fn run(args: &FansArgs) -> Result<()> {
-    let path = args.history.clone().unwrap_or_else(HistoryStore::default_path);
-    if !path.exists() {
-        bail!(
-            "no history database at `{}`; fans are stored by `persona ask --fan ID` and `persona serve` (pass --history FILE to use another)",
-            path.display()
-        );
+pub fn run(config: &Config, args: &FansArgs) -> Result<()> {
+    let location = Location::resolve(args.history.as_deref(), config.history.location()?.as_deref());
+    if let Location::File(path) = &location {
+        if !path.exists() {
+            bail!(
+                "no history database at `{}`; fans are stored by `persona ask --fan ID` and `persona serve` (pass --history FILE|URL to use another)",
+                path.display()
+            );
+        }
     }
-    let mut store = HistoryStore::open(&path)?;
+    let mut store = history::open(&location)?;
     let mut out = std::io::stdout().lock();
     match &args.command {
         FansCommand::List { handoff, json } => {
@@ -76,11 +79,10 @@ pub fn run(args: &FansArgs) -> Result<()> {
         }
         FansCommand::ClearHandoff { fan } => {
             history::check_fan_id(fan)?;
-            let creator = creator_of(&store, fan, args.creator.as_deref())?;
+            let creator = creator_of(&mut store, fan, args.creator.as_deref())?;
             match store.clear_handoff(history::FanRef::new(&creator, fan), Timestamp::now())? {
                 None => bail!(
-                    "no fan with id `{fan}` in `{}`; `persona fans list --handoff` shows the fans waiting for a human",
-                    path.display()
+                    "no fan with id `{fan}` in `{location}`; `persona fans list --handoff` shows the fans waiting for a human"
                 ),
                 Some(0) => eprintln!("fan `{fan}` has no open handoff; nothing to clear"),
                 Some(n) => eprintln!("cleared {n} handoff(s) of fan `{fan}`; the persona answers them again"),
@@ -91,7 +93,7 @@ pub fn run(args: &FansArgs) -> Result<()> {
 }
 
 /// The creator whose fan `fan` is meant: the one given, else the only creator with such a fan.
-fn creator_of(store: &HistoryStore, fan: &str, given: Option<&str>) -> Result<String> {
+fn creator_of(store: &mut HistoryStore, fan: &str, given: Option<&str>) -> Result<String> {
     if let Some(creator) = given {
         return Ok(creator.to_string());
     }

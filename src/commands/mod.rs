@@ -41,7 +41,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => eval::run(base, args),
         Command::Serve(args) => run_serve(base, args),
         Command::Doctor(args) => run_doctor(base, args),
-        Command::Fans(args) => fans::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Fans(args) => {
+            let config = Config::resolve(&base)?;
+            fans::run(&config, &args).map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 

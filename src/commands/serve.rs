@@ -14,7 +14,7 @@ use crate::answer::persona::{shared_embedder, SharedEmbedder};
 use crate::answer::Persona;
 use crate::cli::ServeArgs;
 use crate::config::{Config, RuntimeSettings};
-use crate::history::HistoryStore;
+use crate::history::{self, HistoryStore};
 use crate::llm::LlmClient;
 use crate::paths::Assets;
 use crate::serve::{self, AppState, Creators, Loader, ServeOptions, Source};
@@ -45,7 +45,8 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<()> {
     let embedder = shared_embedder(&Assets::locate(), config.embedding.effective_threads())?;
     let creators = Creators::load(source, loader(embedder, config.runtime.clone()))?;
     let client = LlmClient::new(config.llm.clone())?;
-    let mut store = HistoryStore::open(&args.history.clone().unwrap_or_else(HistoryStore::default_path))?;
+    let location = history::Location::resolve(args.history.as_deref(), config.history.location()?.as_deref());
+    let mut store = history::open(&location)?;
     adopt_old_histories(&mut store, &creators)?;
     let llm = &config.llm;
     // One candidate's worst case: every attempt (and the judge) with every retry timing out.
@@ -86,7 +87,7 @@ fn adopt_old_histories(store: &mut HistoryStore, creators: &Creators) -> Result<
         if n > 0 {
             eprintln!(
                 "persona serve: warning: {n} fan(s) in `{}` were stored before histories were kept per creator and belong to none of the {} creators served; serve their creator alone once to assign them",
-                store.path().display(),
+                store.describe(),
                 all.len()
             );
         }

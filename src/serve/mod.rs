@@ -336,7 +336,7 @@ mod tests {
             request_timeout: Duration::from_secs(30),
             reload_every: None,
         };
-        let store = HistoryStore::open(&dir.join("h.sqlite3")).unwrap();
+        let store = crate::history::open(&crate::history::Location::File(dir.join("h.sqlite3"))).unwrap();
         let creators = Creators::fixed(personas).unwrap();
         Arc::new(AppState::new(creators, model, store, options))
     }

@@ -134,6 +134,13 @@ pub fn llm_url() -> String {
     std::env::var("PERSONA_LLM_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:8080/v1".into())
 }
 
+/// The throwaway PostgreSQL server of the test run (`scripts/test.sh` starts it).
+pub fn postgres_url() -> String {
+    std::env::var("PERSONA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("PERSONA_TEST_POSTGRES_URL is unset: run the tests with scripts/test.sh, which starts a throwaway PostgreSQL (scripts/pg.sh)")
+    })
+}
+
 /// Parses JSON output, failing the test with the text when it is not JSON.
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
