@@ -245,3 +245,71 @@ fn source_paths(source: &Source) -> Result<Vec<PathBuf>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::testing;
+
+    /// A loader that reads the creator's name from the file, as a stand-in for an artifact.
+    fn loader() -> Loader {
+        Box::new(|path| {
+            let name = std::fs::read_to_string(path)?;
+            anyhow::ensure!(!name.trim().is_empty(), "empty artifact");
+            let mut p = testing::persona();
+            p.artifact.settings.creator.name = name.trim().to_string();
+            Ok(p)
+        })
+    }
+
+    /// Replaces `path` the way a deploy does: a new file renamed over the old one.
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_served_and_reloaded_as_its_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wren.bin"), "Wren").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not an artifact").unwrap();
+        let creators = Creators::load(Source::Dir(dir.path().into()), loader()).unwrap();
+        let before = creators.select(None).unwrap();
+        assert_eq!(before.creator(), "Wren");
+        assert!(creators.reload(false).is_empty(), "nothing changed, nothing reloaded");
+
+        replace(&dir.path().join("wren.bin"), "Wren");
+        std::fs::write(dir.path().join("ivy.bin"), "Ivy").unwrap();
+        let log = creators.reload(false);
+        assert_eq!(log.len(), 2, "{log:?}");
+        let after = creators.select(Some("wren")).unwrap();
+        assert!(!Arc::ptr_eq(&before, &after), "the replaced file was loaded again");
+        assert_eq!(before.creator(), "Wren", "a request in flight keeps the persona it started with");
+        assert_eq!(creators.select(Some("Ivy")).unwrap().creator(), "Ivy");
+        assert_eq!(creators.select(None).err().unwrap().status, StatusCode::BAD_REQUEST);
+
+        replace(&dir.path().join("ivy.bin"), "");
+        let log = creators.reload(false);
+        assert!(log[0].contains("failed, the previous version keeps serving"), "{log:?}");
+        assert_eq!(creators.select(Some("Ivy")).unwrap().creator(), "Ivy");
+
+        std::fs::remove_file(dir.path().join("ivy.bin")).unwrap();
+        creators.reload(false);
+        assert_eq!(creators.select(Some("Ivy")).err().unwrap().status, StatusCode::NOT_FOUND);
+        assert_eq!(creators.all().len(), 1);
+        assert_eq!(creators.reload(true).len(), 1, "SIGHUP reloads every file");
+    }
+
+    #[test]
+    fn two_artifacts_of_one_creator_or_an_empty_directory_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Creators::load(Source::Dir(dir.path().into()), loader()).err().unwrap();
+        assert!(err.to_string().contains("no `*.bin` file"), "{err}");
+        let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+        std::fs::write(&a, "Wren").unwrap();
+        std::fs::write(&b, "wren").unwrap();
+        let err = Creators::load(Source::Files(vec![a, b]), loader()).err().unwrap();
+        assert!(format!("{err:#}").contains("two artifacts speak as"), "{err:#}");
+    }
+}
