@@ -4,7 +4,7 @@
 //! Owns loading (the artifact and the embedding model in parallel, then every cross-check) and
 //! the small services the pipeline stages share: embedding, filtering and timing. The pipeline
 //! itself is in [`crate::answer`]. Every method takes `&self`, so one loaded persona serves
-//! concurrent requests; the embedder sits behind a mutex.
+//! concurrent requests; the embedding model is a shared service that batches their texts.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use jiff::Timestamp;
 
 use crate::artifact::{self, Artifact};
 use crate::config::RuntimeSettings;
+use crate::embed::service::{EmbedService, EmbedStats};
 use crate::embed::{dot, Embedder, FastEmbedder};
 use crate::eval::style::StyleProfile;
 use crate::filter::{Filter, Verdict};
@@ -24,13 +25,17 @@ use crate::paths::Assets;
 use crate::safety::mood::MoodReader;
 use crate::safety::{Handoff, Safety};
 
-/// An embedding model several personas can share (a server with many creators loads it once).
-pub type SharedEmbedder = Arc<Mutex<Box<dyn Embedder + Send>>>;
+/// An embedding model several personas can share (a server with many creators loads it once);
+/// concurrent requests share its model calls.
+pub type SharedEmbedder = Arc<EmbedService>;
+
+/// Texts per shared model call.
+const EMBED_BATCH: usize = 32;
 
 /// Loads the embedding model to share between personas.
 pub fn shared_embedder(assets: &Assets, threads: usize) -> Result<SharedEmbedder> {
-    let embedder: Box<dyn Embedder + Send> = Box::new(FastEmbedder::load(assets, threads, 32)?);
-    Ok(Arc::new(Mutex::new(embedder)))
+    let embedder: Box<dyn Embedder + Send> = Box::new(FastEmbedder::load(assets, threads, EMBED_BATCH)?);
+    Ok(Arc::new(EmbedService::start(embedder, EMBED_BATCH)?))
 }
 
 /// A compiled persona, ready to answer.
@@ -103,15 +108,12 @@ impl Persona {
         embedder: Box<dyn Embedder + Send>,
         runtime: &RuntimeSettings,
     ) -> Result<Self> {
-        Self::from_shared(artifact, Arc::new(Mutex::new(embedder)), runtime)
+        Self::from_shared(artifact, Arc::new(EmbedService::start(embedder, EMBED_BATCH)?), runtime)
     }
 
     fn from_shared(artifact: Artifact, embedder: SharedEmbedder, runtime: &RuntimeSettings) -> Result<Self> {
         let t = Instant::now();
-        {
-            let model = embedder.lock().map_err(|_| anyhow!("the embedder is poisoned"))?;
-            artifact.check_model(model.info())?;
-        }
+        artifact.check_model(embedder.handle().info())?;
         let mut params = artifact.manifest.hnsw;
         if let Some(ef) = runtime.ef_search {
             params.ef_search = ef;
@@ -197,11 +199,7 @@ impl Persona {
 
     /// The safety check on a fan's message: the handoff and the category's reply on a hit.
     pub fn check_safety(&self, fan_message: &str, now: Timestamp) -> Result<Option<(Handoff, String)>> {
-        let mut embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
-        self.safety.check(fan_message, Some(&mut **embedder), now)
+        self.safety.check(fan_message, Some(&mut self.embedder.handle()), now)
     }
 
     /// How the fan seems from their last messages; `None` for neutral or without a classifier.
@@ -210,23 +208,19 @@ impl Persona {
             return Ok(None);
         };
         let t = Instant::now();
-        let mut embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
-        let mood = reader.read_history(history, &mut **embedder)?;
-        drop(embedder);
+        let mood = reader.read_history(history, &mut self.embedder.handle())?;
         self.record("mood", t.elapsed());
         Ok(mood)
     }
 
     /// Embeds texts with the persona's model.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let mut embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
-        embedder.embed(texts)
+        self.embedder.handle().embed(texts)
+    }
+
+    /// What the embedding model has done so far (shared by every persona that shares it).
+    pub fn embed_stats(&self) -> EmbedStats {
+        self.embedder.stats()
     }
 
     /// Checks a text alone with every filter stage.
@@ -236,12 +230,8 @@ impl Persona {
 
     /// Checks a reply together with the fan message it answers.
     pub fn check_in_context(&self, text: &str, fan_message: Option<&str>) -> Result<Verdict> {
-        let mut embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| anyhow!("the embedding model is unavailable after an earlier failure"))?;
         self.filter
-            .check_in_context(text, fan_message, Some(&mut **embedder))
+            .check_in_context(text, fan_message, Some(&mut self.embedder.handle()))
     }
 
     /// Fallback replies, best first: the creator's deflections nearest to the query, then the

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod fake;
+pub mod service;
 
 use std::path::Path;
 

@@ -222,6 +222,8 @@ pub(super) async fn healthz<M: Send + Sync + 'static>(State(state): State<Arc<Ap
                 "embedding": m.embedding.model_id,
                 "created_at": m.created_at,
                 "persona_version": m.persona_version,
+                // The embedding model is shared: its counters cover every creator.
+                "embedding": p.embed_stats(),
             })
         })
         .collect();
