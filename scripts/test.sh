@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-assets.sh
+bash scripts/setup-sdk.sh >/dev/null
 started=0
 if ! bash scripts/llm.sh status >/dev/null 2>&1; then
   bash scripts/llm.sh start >/dev/null

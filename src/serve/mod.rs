@@ -431,6 +431,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_streamed_reply_is_stored_before_its_first_byte_so_a_client_that_leaves_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(Scripted::new(&["hey you"]), dir.path());
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/chat/completions")
+            .header("authorization", "Bearer secret")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"stream": true, "user": "gone", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+            ))
+            .unwrap();
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // The client disconnects without reading a byte of the stream.
+        drop(response);
+        let (_, history) = call(&state, "GET", "/v1/fans/gone/messages", None).await;
+        assert_eq!(contents(&history), ["hi", "hey you"]);
+    }
+
+    #[tokio::test]
     async fn a_front_ends_user_gets_the_stored_history_and_a_regenerate_replaces_the_reply() {
         let dir = tempfile::tempdir().unwrap();
         let model = Scripted::new(&["hey you", "one old cat", "two cats actually"]);
