@@ -8,6 +8,7 @@
 //! phrases with the embedding model. Normalization lives in `normalize`; what `ask` does with a
 //! verdict lives in `runtime`.
 
+pub mod echo;
 pub mod features;
 pub mod figures;
 pub mod judge;
@@ -276,6 +277,8 @@ pub enum Stage {
     Leak,
     /// The LLM judge (`[filter] judge = "llm"`).
     Judge,
+    /// A reply repeating the specifics of a blocked fan proposal (see `echo`).
+    Echo,
 }
 
 impl Stage {
@@ -289,6 +292,7 @@ impl Stage {
             Stage::Semantic => "semantic",
             Stage::Leak => "leak",
             Stage::Judge => "judge",
+            Stage::Echo => "echo",
         }
     }
 }
@@ -568,17 +572,30 @@ impl Filter {
             .map(|c| (c, c.model.score(&row)))
             .filter(|(c, score)| *score >= c.model.threshold)
             .max_by(|a, b| (a.1 - a.0.model.threshold).total_cmp(&(b.1 - b.0.model.threshold)));
-        Ok(match best {
-            Some((c, score)) => Verdict::blocked(
+        if let Some((c, score)) = best {
+            return Ok(Verdict::blocked(
                 Stage::Learned,
                 &c.name,
                 format!(
                     "the learned `{}` stage scored {score:.2} (threshold {:.2})",
                     c.name, c.model.threshold
                 ),
-            ),
-            None => Verdict::clean(),
-        })
+            ));
+        }
+        // In context: a reply that repeats what a blocked proposal of the fan's names.
+        if let Some(fan) = fan_message {
+            if echo::repeated(text, fan).is_some() {
+                let proposal = self.check_learned(learned, fan, None, embedder)?;
+                if let (true, Some(category)) = (proposal.blocked, proposal.category.as_deref()) {
+                    return Ok(Verdict::blocked(
+                        Stage::Echo,
+                        category,
+                        format!("repeats the place or time of the fan's `{category}` proposal"),
+                    ));
+                }
+            }
+        }
+        Ok(Verdict::clean())
     }
 
     /// The lexical stages, then the similarity to the example phrases when there are example
