@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The eval gate CI runs: compile the training data, start the local LLM if needed, and run
-# `persona eval --gate` on a fixed subset small enough for 2 cores. The report goes to
+# The eval gate CI runs: compile the training data; gate the retrieval on every held-out turn
+# with no LLM (`persona eval --retrieval --gate`: knn must beat random_k); start the local LLM if
+# needed, and run `persona eval --gate` on a fixed subset small enough for 2 cores. The report goes to
 # ${PERSONA_EVAL_REPORT:-a temporary directory}; eval/report/ holds the last one committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,6 @@ trap cleanup EXIT
 PERSONA_LLM_BASE_URL="$(bash scripts/llm.sh url)"
 export PERSONA_LLM_BASE_URL
 "$persona" compile training_data/conversations.json -o "$work/persona.bin" >&2
+"$persona" eval --artifact "$work/persona.bin" --retrieval --gate
 "$persona" eval --artifact "$work/persona.bin" --limit 12 --systems "${PERSONA_EVAL_SYSTEMS:-zero_shot,knn}" \
   --gate --report "${PERSONA_EVAL_REPORT:-$work/report}"

@@ -218,6 +218,11 @@ pub struct EvalArgs {
     /// other fans' data; with --gate, any such reply fails.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["responses", "heldout"])]
     pub injection: Option<PathBuf>,
+    /// Score only the retrieval, with no LLM: how close each retriever's demos (knn, random_k,
+    /// bm25, oracle) come to the real reply, on every held-out turn. With --gate, knn must beat
+    /// random_k.
+    #[arg(long, conflicts_with_all = ["responses", "injection"])]
+    pub retrieval: bool,
     /// Score only the first N held-out turns.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,

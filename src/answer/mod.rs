@@ -378,6 +378,14 @@ impl Persona {
         ))
     }
 
+    /// The demos the retriever chooses for a conversation in `mode`, without the rest of a turn
+    /// (no safety, context or prompt): what the retrieval eval compares.
+    pub fn choose_demos(&self, history: &[Message], mode: DemoMode) -> Result<Vec<DemoInfo>> {
+        let query = self.embed_query(history)?;
+        let hits = self.search(&query, mode);
+        Ok(self.demos(&hits, mode)?.0)
+    }
+
     fn embed_query(&self, history: &[Message]) -> Result<Vec<f32>> {
         let window = self.artifact.settings.retrieval.context_messages;
         let text = transcript::embedding_text(history, window);

@@ -202,6 +202,11 @@ impl Persona {
         self.safety.check(fan_message, Some(&mut self.embedder.handle()), now)
     }
 
+    /// Whether the artifact has a mood classifier.
+    pub fn has_mood(&self) -> bool {
+        self.mood.is_some()
+    }
+
     /// How the fan seems from their last messages; `None` for neutral or without a classifier.
     pub fn read_mood(&self, history: &[crate::conversation::Message]) -> Result<Option<String>> {
         let Some(reader) = &self.mood else {

@@ -27,6 +27,9 @@ pub fn run(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
     if let Some(set) = &args.injection {
         return injection(&config, &args, set);
     }
+    if args.retrieval {
+        return retrieval(&config, &args);
+    }
     let systems = args
         .systems
         .iter()
@@ -275,4 +278,36 @@ pub fn gate_failures(report: &Report, require_knn_beats_zero_shot: bool) -> Vec<
         }
     }
     failures
+}
+
+/// `persona eval --retrieval`: the retrievers compared on every held-out turn, no LLM.
+fn retrieval(config: &Config, args: &EvalArgs) -> Result<ExitCode> {
+    let persona = Persona::load(
+        &args.artifact,
+        &crate::paths::Assets::locate(),
+        config.embedding.effective_threads(),
+        &config.runtime,
+    )?;
+    let mut all = items(&persona, args.heldout.as_deref())?;
+    if let Some(n) = args.limit {
+        all.truncate(n);
+    }
+    let report = crate::eval::retrieval::run(&persona, &all, config.llm.seed.unwrap_or(7))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", crate::eval::retrieval::markdown(&report))?;
+    }
+    let failures = crate::eval::retrieval::gate_failures(&report);
+    let label = if args.gate { "eval gate" } else { "warning" };
+    for f in &failures {
+        eprintln!("{label}: {f}");
+    }
+    Ok(if args.gate && !failures.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -10,6 +10,7 @@
 pub mod injection;
 pub mod metrics;
 pub mod report;
+pub mod retrieval;
 pub mod style;
 
 use std::collections::BTreeMap;
