@@ -26,7 +26,7 @@ trap cleanup EXIT
   --llm-url "http://127.0.0.1:$llm_port/v1" --rate-per-minute 100000 --client-rate-per-minute 100000000 \
   --max-queue 1024 --llm-concurrency 64 2>"$work/serve.log" & serve_pid=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$serve_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-embedded() { curl -fs "http://127.0.0.1:$serve_port/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["creators"][0]["embedding"]["texts_embedded"])'; }
+embedded() { curl -fs "http://127.0.0.1:$serve_port/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["creators"][0]["embedding_counters"]["texts_embedded"])'; }
 before="$(embedded)"
 echo "wrk: ${seconds}s, ${connections} connections, 2 threads, POST /v1/reply (stand-in LLM answers instantly)"
 wrk -t2 -c"$connections" -d"${seconds}s" --latency -s eval/bench/reply.lua "http://127.0.0.1:$serve_port" | tee "$work/wrk.txt"

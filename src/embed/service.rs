@@ -97,7 +97,17 @@ impl EmbedService {
                     let texts: Vec<&str> = batch.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
                     worker_counters.calls.fetch_add(1, Ordering::Relaxed);
                     worker_counters.embedded.fetch_add(texts.len() as u64, Ordering::Relaxed);
-                    match model.embed(&texts) {
+                    // A panic in the model fails this batch, not the worker.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed(&texts)))
+                        .unwrap_or_else(|_| Err(anyhow!("the embedding model panicked")))
+                        .and_then(|v| {
+                            if v.len() == texts.len() {
+                                Ok(v)
+                            } else {
+                                Err(anyhow!("the model returned {} vectors for {} texts", v.len(), texts.len()))
+                            }
+                        });
+                    match result {
                         Ok(mut vectors) => {
                             for job in batch.into_iter().rev() {
                                 let mine = vectors.split_off(vectors.len().saturating_sub(job.texts.len()));
@@ -159,6 +169,9 @@ impl EmbedService {
                 .recv()
                 .map_err(|_| anyhow!("the embedding worker has stopped"))?
                 .map_err(|e| anyhow!("embedding failed: {e}"))?;
+            if vectors.len() != missing.len() {
+                anyhow::bail!("the embedding worker returned {} vectors for {} texts", vectors.len(), missing.len());
+            }
             let vectors: Vec<Arc<Vec<f32>>> = vectors.into_iter().map(Arc::new).collect();
             let mut recent = self.recent.lock().map_err(|_| anyhow!("the embedding memory is poisoned"))?;
             for (text, vector) in missing.iter().zip(&vectors) {

@@ -205,14 +205,18 @@ pub fn run(persona: &Persona, items: &[Item], seed: u64) -> Result<Report> {
     let mut replies = Vec::with_capacity(a.examples.len());
     let mut befores: Vec<Vec<Message>> = Vec::with_capacity(a.examples.len());
     for e in &a.examples {
-        if !decoded.contains_key(&e.conversation) {
-            decoded.insert(e.conversation, a.conversations.get(e.conversation as usize)?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(e.conversation) {
+            slot.insert(a.conversations.get(e.conversation as usize)?);
         }
         let conversation = &decoded[&e.conversation];
         let turn = e.turn as usize;
-        let before = conversation.messages.get(..turn).context("an example outside its conversation")?;
+        let (before, reply) = conversation
+            .messages
+            .get(..turn)
+            .zip(conversation.messages.get(turn))
+            .context("an example outside its conversation; recompile the artifact")?;
         contexts.push(transcript::embedding_text(before, window));
-        replies.push(conversation.messages[turn].content.clone());
+        replies.push(reply.content.clone());
         befores.push(before.to_vec());
     }
     let reply_refs: Vec<&str> = replies.iter().map(String::as_str).collect();

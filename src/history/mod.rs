@@ -53,8 +53,8 @@ pub trait Store: Send {
     /// are stored or neither is, so a failed or refused answer leaves no trace and a retry
     /// stores the message once. Creates the fan if needed. In the same transaction: a handoff
     /// the answer made is opened (unless the fan already has an open one of that category), the
-    /// response is kept under the request's idempotency key (a key is used once), and a
-    /// regenerated exchange replaces the last one (refused when the last exchange is not the one
+    /// response is kept under the request's idempotency key (a key is used once), a profile the
+    /// request carried replaces the fan's, and a regenerated exchange replaces the last one (refused when the last exchange is not the one
     /// being answered again).
     fn record_exchange(&mut self, fan: FanRef<'_>, exchange: &Exchange<'_>) -> Result<()>;
 
@@ -196,6 +196,8 @@ pub struct Exchange<'a> {
     pub idempotency: Option<(&'a str, &'a str)>,
     /// Whether this exchange answers the fan's last message again and replaces its reply.
     pub replaces_last: bool,
+    /// A profile the request carried, stored with the exchange (replacing the fan's).
+    pub profile: Option<&'a FanProfile>,
 }
 
 impl<'a> Exchange<'a> {
@@ -208,6 +210,7 @@ impl<'a> Exchange<'a> {
             handoff: None,
             idempotency: None,
             replaces_last: false,
+            profile: None,
         }
     }
 
@@ -456,8 +459,19 @@ mod tests {
                 Some("{\"reply\":\"one cat\"}")
             );
             assert_eq!(store.idempotent_response(k, "k2").unwrap(), None);
-            assert!(store.record_exchange(k, &keyed).is_err(), "a key is used once");
-            assert_eq!(store.load(k).unwrap().0.len(), 2, "the refused exchange stored nothing");
+            let mut profile = FanProfile::new();
+            profile.insert("name".into(), "Ana".into());
+            let refused = Exchange {
+                profile: Some(&profile),
+                ..keyed
+            };
+            assert!(store.record_exchange(k, &refused).is_err(), "a key is used once");
+            let (messages, stored_profile) = store.load(k).unwrap();
+            assert_eq!(
+                (messages.len(), stored_profile),
+                (2, None),
+                "the refused exchange stored nothing, its profile neither"
+            );
             let again = Exchange {
                 replaces_last: true,
                 ..Exchange::new(&pets, &second, now)

@@ -20,11 +20,14 @@ use crate::safety::Handoff;
 const SCHEMA_VERSION: i32 = 1;
 
 /// The advisory lock key of migrations (any constant; "persona" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7065_7273_6f6e_61;
+const MIGRATION_LOCK: i64 = 0x0070_6572_736f_6e61;
 
 /// A history database on a PostgreSQL server.
 pub struct PostgresStore {
     client: Client,
+    /// The URL as given, to reconnect.
+    target: String,
+    /// The URL without its password, for messages.
     url: String,
 }
 
@@ -45,22 +48,29 @@ pub fn redact(url: &str) -> String {
 impl PostgresStore {
     /// Connects (within 5 seconds) and migrates the schema.
     pub fn open(url: &str) -> Result<Self> {
-        let shown = redact(url);
-        let mut config = postgres::Config::from_str(url)
-            .with_context(|| format!("`{shown}` is not a PostgreSQL URL such as postgres://user@host:5432/db"))?;
-        config.connect_timeout(Duration::from_secs(5));
-        let client = config.connect(NoTls).with_context(|| {
-            format!("connecting to the history database `{shown}`; is PostgreSQL running there and does the database exist?")
-        })?;
-        let mut store = PostgresStore { client, url: shown };
+        let client = connect(url)?;
+        let mut store = PostgresStore {
+            client,
+            target: url.to_string(),
+            url: redact(url),
+        };
         store
             .migrate()
             .with_context(|| format!("preparing the history database `{}`", store.url))?;
         Ok(store)
     }
 
+    /// The connection, opened again when the server closed it (a restart, a failover, an idle
+    /// timeout): the request that finds it closed is answered, not failed.
+    fn client(&mut self) -> Result<&mut Client> {
+        if self.client.is_closed() {
+            self.client = connect(&self.target)?;
+        }
+        Ok(&mut self.client)
+    }
+
     fn migrate(&mut self) -> Result<()> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.client()?.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS persona_schema (version INTEGER NOT NULL)")?;
         let version: i32 = tx
@@ -118,6 +128,16 @@ impl PostgresStore {
     }
 }
 
+fn connect(url: &str) -> Result<Client> {
+    let shown = redact(url);
+    let mut config = postgres::Config::from_str(url)
+        .with_context(|| format!("`{shown}` is not a PostgreSQL URL such as postgres://user@host:5432/db"))?;
+    config.connect_timeout(Duration::from_secs(5));
+    config.connect(NoTls).with_context(|| {
+        format!("connecting to the history database `{shown}`; is PostgreSQL running there and does the database exist?")
+    })
+}
+
 impl Store for PostgresStore {
     fn describe(&self) -> String {
         self.url.clone()
@@ -134,13 +154,13 @@ impl Store for PostgresStore {
 
     fn load(&mut self, fan: FanRef<'_>) -> Result<(Vec<Message>, Option<FanProfile>)> {
         let profile: Option<String> = self
-            .client
+            .client()?
             .query_opt(
                 "SELECT profile FROM fans WHERE creator = $1 AND id = $2",
                 &[&fan.creator, &fan.id],
             )?
             .and_then(|r| r.get(0));
-        let rows = self.client.query(
+        let rows = self.client()?.query(
             "SELECT from_creator, content, sent_at FROM messages WHERE creator = $1 AND fan_id = $2 ORDER BY id",
             &[&fan.creator, &fan.id],
         )?;
@@ -154,7 +174,7 @@ impl Store for PostgresStore {
 
     fn exists(&mut self, fan: FanRef<'_>) -> Result<bool> {
         Ok(self
-            .client
+            .client()?
             .query_opt(
                 "SELECT 1 FROM fans WHERE creator = $1 AND id = $2",
                 &[&fan.creator, &fan.id],
@@ -164,7 +184,7 @@ impl Store for PostgresStore {
 
     fn idempotent_response(&mut self, fan: FanRef<'_>, key: &str) -> Result<Option<String>> {
         Ok(self
-            .client
+            .client()?
             .query_opt(
                 "SELECT response FROM idempotency WHERE creator = $1 AND fan_id = $2 AND key = $3",
                 &[&fan.creator, &fan.id, &key],
@@ -175,7 +195,7 @@ impl Store for PostgresStore {
     fn record_exchange(&mut self, fan: FanRef<'_>, exchange: &Exchange<'_>) -> Result<()> {
         let (sent_at, replied_at) = exchange.checked(fan)?;
         let (sent_at, replied_at) = (sent_at.to_string(), replied_at.to_string());
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.client()?.transaction()?;
         // Exchanges of one fan are written one at a time, whichever server writes them.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext($1 || chr(31) || $2))",
@@ -199,6 +219,12 @@ impl Store for PostgresStore {
              ON CONFLICT (creator, id) DO NOTHING",
             &[&fan.creator, &fan.id, &sent_at],
         )?;
+        if let Some(profile) = exchange.profile {
+            tx.execute(
+                "UPDATE fans SET profile = $3 WHERE creator = $1 AND id = $2",
+                &[&fan.creator, &fan.id, &serde_json::to_string(profile)?],
+            )?;
+        }
         let insert = "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES ($1, $2, $3, $4, $5)";
         tx.execute(
             insert,
@@ -232,7 +258,7 @@ impl Store for PostgresStore {
     fn set_profile(&mut self, fan: FanRef<'_>, profile: &FanProfile) -> Result<()> {
         super::check_fan_id(fan.id)?;
         let text = serde_json::to_string(profile)?;
-        self.client.execute(
+        self.client()?.execute(
             "INSERT INTO fans (creator, id, profile, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (creator, id) DO UPDATE SET profile = excluded.profile",
             &[&fan.creator, &fan.id, &text, &Timestamp::now().to_string()],
@@ -241,7 +267,7 @@ impl Store for PostgresStore {
     }
 
     fn handoffs(&mut self, creator: Option<&str>, fan_id: Option<&str>) -> Result<Vec<(String, String, Handoff)>> {
-        let rows = self.client.query(
+        let rows = self.client()?.query(
             "SELECT creator, fan_id, category, reason, stop, at FROM handoffs
              WHERE cleared_at IS NULL AND ($1::text IS NULL OR creator = $1) AND ($2::text IS NULL OR fan_id = $2)
              ORDER BY id",
@@ -260,7 +286,7 @@ impl Store for PostgresStore {
         if !self.exists(fan)? {
             return Ok(None);
         }
-        let n = self.client.execute(
+        let n = self.client()?.execute(
             "UPDATE handoffs SET cleared_at = $3 WHERE creator = $1 AND fan_id = $2 AND cleared_at IS NULL",
             &[&fan.creator, &fan.id, &at.to_string()],
         )?;
@@ -268,7 +294,7 @@ impl Store for PostgresStore {
     }
 
     fn fan_rows(&mut self, creator: Option<&str>) -> Result<Vec<FanSummary>> {
-        let rows = self.client.query(
+        let rows = self.client()?.query(
             "SELECT f.creator, f.id, COUNT(m.id),
                     (SELECT content FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
                     (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1)
@@ -292,7 +318,7 @@ impl Store for PostgresStore {
     }
 
     fn reset(&mut self, fan: FanRef<'_>) -> Result<usize> {
-        let n = self.client.execute(
+        let n = self.client()?.execute(
             "DELETE FROM messages WHERE creator = $1 AND fan_id = $2",
             &[&fan.creator, &fan.id],
         )?;
@@ -361,6 +387,23 @@ mod tests {
         client.batch_execute("UPDATE persona_schema SET version = 99").unwrap();
         let err = PostgresStore::open(&db.url).err().unwrap();
         assert!(format!("{err:#}").contains("newer than this persona"), "{err:#}");
+    }
+
+    #[test]
+    fn a_connection_the_server_closed_is_opened_again() {
+        let db = FreshDatabase::new();
+        let mut store = PostgresStore::open(&db.url).unwrap();
+        let mut admin = Client::connect(&db.url, NoTls).unwrap();
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        let fan = FanRef::new("Wren", "ana");
+        // The first call may meet the closed connection; the store is usable again right after.
+        let _ = store.exists(fan);
+        assert!(!store.exists(fan).unwrap());
     }
 
     #[test]

@@ -243,6 +243,12 @@ impl Store for SqliteStore {
             "INSERT OR IGNORE INTO fans (creator, id, profile, created_at) VALUES (?1, ?2, NULL, ?3)",
             params![fan.creator, fan.id, sent_at],
         )?;
+        if let Some(profile) = exchange.profile {
+            tx.execute(
+                "UPDATE fans SET profile = ?3 WHERE creator = ?1 AND id = ?2",
+                params![fan.creator, fan.id, serde_json::to_string(profile)?],
+            )?;
+        }
         let insert = "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES (?1, ?2, ?3, ?4, ?5)";
         tx.execute(
             insert,

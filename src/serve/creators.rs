@@ -65,6 +65,9 @@ pub struct Creators {
     entries: RwLock<BTreeMap<String, Entry>>,
     source: Source,
     loader: Option<Loader>,
+    /// Files that failed to load or were refused, as they were then: tried again only once they
+    /// change (or on SIGHUP), so a broken file is reported once, not at every check.
+    refused: std::sync::Mutex<BTreeMap<PathBuf, Option<Stamp>>>,
 }
 
 impl Creators {
@@ -82,6 +85,7 @@ impl Creators {
             entries: RwLock::new(entries),
             source: Source::Fixed,
             loader: None,
+            refused: Default::default(),
         })
     }
 
@@ -106,6 +110,7 @@ impl Creators {
             entries: RwLock::new(entries),
             source,
             loader: Some(loader),
+            refused: Default::default(),
         })
     }
 
@@ -167,8 +172,13 @@ impl Creators {
         for path in &paths {
             let now = stamp(path);
             let current = known.iter().find(|(_, p, _)| p.as_deref() == Some(path.as_path()));
-            if !force && current.is_some_and(|(_, _, s)| *s == now) {
+            let unchanged = current.is_some_and(|(_, _, s)| *s == now)
+                || self.refused.lock().is_ok_and(|r| r.get(path) == Some(&now));
+            if !force && unchanged {
                 continue;
+            }
+            if let Ok(mut r) = self.refused.lock() {
+                r.insert(path.clone(), now);
             }
             match loader(path) {
                 Ok(persona) => {
@@ -176,10 +186,12 @@ impl Creators {
                     let Ok(mut entries) = self.entries.write() else {
                         return log;
                     };
-                    if let Some(old) = current.filter(|(n, _, _)| *n != name) {
-                        entries.remove(&old.0);
-                    }
-                    if let Some(other) = entries.get(&name).and_then(|e| e.path.clone()).filter(|p| p != path) {
+                    // Another file already serving this name (in any case) keeps it.
+                    let taken = entries
+                        .iter()
+                        .find(|(n, e)| n.eq_ignore_ascii_case(&name) && e.path.as_deref() != Some(path.as_path()))
+                        .and_then(|(_, e)| e.path.clone());
+                    if let Some(other) = taken {
                         log.push(format!(
                             "reload: `{}` speaks as {name}, already served from `{}`; not loaded",
                             path.display(),
@@ -187,11 +199,18 @@ impl Creators {
                         ));
                         continue;
                     }
+                    if let Some(old) = current.filter(|(n, _, _)| *n != name) {
+                        entries.remove(&old.0);
+                        log.push(format!("reload: `{}` now speaks as {name}, no longer as {}", path.display(), old.0));
+                    }
                     entries.insert(name.clone(), Entry {
                         persona: Arc::new(persona),
                         path: Some(path.clone()),
                         stamp: now,
                     });
+                    if let Ok(mut r) = self.refused.lock() {
+                        r.remove(path);
+                    }
                     log.push(format!("reload: {name} from `{}`", path.display()));
                 }
                 Err(e) => log.push(format!(
@@ -293,6 +312,13 @@ mod tests {
         let log = creators.reload(false);
         assert!(log[0].contains("failed, the previous version keeps serving"), "{log:?}");
         assert_eq!(creators.select(Some("Ivy")).unwrap().creator(), "Ivy");
+        assert!(creators.reload(false).is_empty(), "a broken file is reported once, not at every check");
+
+        std::fs::write(dir.path().join("copy.bin"), "wren").unwrap();
+        let log = creators.reload(false);
+        assert!(log[0].contains("already served from"), "{log:?}");
+        assert_eq!(creators.select(Some("Wren")).unwrap().creator(), "Wren", "the first file keeps the name");
+        std::fs::remove_file(dir.path().join("copy.bin")).unwrap();
 
         std::fs::remove_file(dir.path().join("ivy.bin")).unwrap();
         creators.reload(false);

@@ -93,10 +93,8 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
             // The fan's turn ends with the commit, whatever happened to the request meanwhile.
             let _turn = turn;
             let fan = FanRef::new(&creator, &incoming.fan_id);
-            if let Some(profile) = &incoming.profile {
-                store.set_profile(fan, profile)?;
-            }
             let exchange = Exchange {
+                profile: incoming.profile.as_ref(),
                 handoff: answer.handoff.as_ref(),
                 idempotency: incoming.idempotency_key.as_deref().map(|k| (k, response.as_str())),
                 replaces_last: regenerate,

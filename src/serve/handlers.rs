@@ -223,7 +223,7 @@ pub(super) async fn healthz<M: Send + Sync + 'static>(State(state): State<Arc<Ap
                 "created_at": m.created_at,
                 "persona_version": m.persona_version,
                 // The embedding model is shared: its counters cover every creator.
-                "embedding": p.embed_stats(),
+                "embedding_counters": p.embed_stats(),
             })
         })
         .collect();
