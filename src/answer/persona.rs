@@ -54,6 +54,12 @@ pub struct Persona {
 }
 
 impl Persona {
+    /// [`Persona::load`] with the installed assets and the configuration's embedding threads and
+    /// runtime settings: what every command that answers from one artifact does.
+    pub fn open(path: &Path, config: &crate::config::Config) -> Result<Self> {
+        Self::load(path, &Assets::locate(), config.embedding.effective_threads(), &config.runtime)
+    }
+
     /// Loads and verifies an artifact and the embedding model, then applies the runtime settings.
     pub fn load(path: &Path, assets: &Assets, threads: usize, runtime: &RuntimeSettings) -> Result<Self> {
         // The artifact and the embedding model load in parallel: neither needs the other until

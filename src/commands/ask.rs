@@ -18,7 +18,6 @@ use crate::conversation::{FanProfile, Message};
 use crate::filter::Verdict;
 use crate::history::{self, HistoryStore};
 use crate::llm::{ChatMessage, LlmClient};
-use crate::paths::Assets;
 use crate::safety::Handoff;
 
 /// Where the conversation lives during a session.
@@ -178,12 +177,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     let sampling = Sampling::new(args.candidates, config.llm.temperature, config.llm.seed)?;
     let asker = Asker {
         args,
-        persona: Persona::load(
-            &args.artifact,
-            &Assets::locate(),
-            config.embedding.effective_threads(),
-            &config.runtime,
-        )?,
+        persona: Persona::open(&args.artifact, config)?,
         client: LlmClient::new(config.llm.clone())?,
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -87,12 +87,7 @@ fn injection(config: &Config, args: &EvalArgs, set: &std::path::Path) -> Result<
         .with_context(|| format!("reading the injection set `{}`", set.display()))?;
     let name = set.display().to_string();
     let cases = crate::eval::injection::parse(&name, &content)?;
-    let persona = Persona::load(
-        &args.artifact,
-        &crate::paths::Assets::locate(),
-        config.embedding.effective_threads(),
-        &config.runtime,
-    )?;
+    let persona = Persona::open(&args.artifact, config)?;
     let client = crate::llm::LlmClient::new(config.llm.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,12 +151,7 @@ pub struct Options {
 /// Runs the evaluation and builds the report. Nothing is written here, so a failure midway never
 /// leaves a partial report.
 pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
-    let persona = Persona::load(
-        &options.artifact,
-        &crate::paths::Assets::locate(),
-        config.embedding.effective_threads(),
-        &config.runtime,
-    )?;
+    let persona = Persona::open(&options.artifact, config)?;
     let profile = persona.profile().clone();
 
     let mut items = items(&persona, options.heldout.as_deref())?;
@@ -282,12 +272,7 @@ pub fn gate_failures(report: &Report, require_knn_beats_zero_shot: bool) -> Vec<
 
 /// `persona eval --retrieval`: the retrievers compared on every held-out turn, no LLM.
 fn retrieval(config: &Config, args: &EvalArgs) -> Result<ExitCode> {
-    let persona = Persona::load(
-        &args.artifact,
-        &crate::paths::Assets::locate(),
-        config.embedding.effective_threads(),
-        &config.runtime,
-    )?;
+    let persona = Persona::open(&args.artifact, config)?;
     let mut all = items(&persona, args.heldout.as_deref())?;
     if let Some(n) = args.limit {
         all.truncate(n);
