@@ -11,10 +11,27 @@ use persona::embed::{Embedder, FastEmbedder};
 use persona::paths::Assets;
 
 fn texts(n: usize) -> Vec<String> {
-    let openers = ["hey wren", "good morning", "can't sleep", "guess what", "missed you"];
-    let topics = ["how was your day?", "my cat knocked over a plant", "work was brutal today", "what are you drinking tonight?"];
+    let openers = [
+        "hey wren",
+        "good morning",
+        "can't sleep",
+        "guess what",
+        "missed you",
+    ];
+    let topics = [
+        "how was your day?",
+        "my cat knocked over a plant",
+        "work was brutal today",
+        "what are you drinking tonight?",
+    ];
     (0..n)
-        .map(|i| format!("{}, {} {i}", openers[i % openers.len()], topics[(i / 5) % topics.len()]))
+        .map(|i| {
+            format!(
+                "{}, {} {i}",
+                openers[i % openers.len()],
+                topics[(i / 5) % topics.len()]
+            )
+        })
         .collect()
 }
 
@@ -28,8 +45,12 @@ fn rate(model: &mut FastEmbedder, texts: &[String], per_call: usize) -> f64 {
 }
 
 fn main() {
-    let threads = std::env::var("PERSONA_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
-    let mut model = FastEmbedder::load(&Assets::locate(), threads, 32).expect("the embedding model loads (scripts/setup-assets.sh)");
+    let threads = std::env::var("PERSONA_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let mut model = FastEmbedder::load(&Assets::locate(), threads, 32)
+        .expect("the embedding model loads (scripts/setup-assets.sh)");
     // Warm up, then measure.
     rate(&mut model, &texts(64), 32);
     let batched = rate(&mut model, &texts(2048), 32);

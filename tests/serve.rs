@@ -349,14 +349,24 @@ fn a_kill_mid_request_leaves_no_half_exchange_and_sigterm_finishes_in_flight_wor
 /// classifiers off, to keep it quick; they are not what this test is about).
 fn other_creator_artifact(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let base = common::config_without_classifiers(dir, "");
-    let text = std::fs::read_to_string(&base).unwrap().replace("name = \"Wren\"", &format!("name = \"{name}\""));
-    assert!(text.contains(&format!("name = \"{name}\"")), "the creator's name is set in persona.toml");
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("name = \"Wren\"", &format!("name = \"{name}\""));
+    assert!(
+        text.contains(&format!("name = \"{name}\"")),
+        "the creator's name is set in persona.toml"
+    );
     let config = dir.join("other.toml");
     std::fs::write(&config, text).unwrap();
     let out = dir.join(format!("{name}.bin"));
-    common::persona(&["compile", common::dataset().to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .env("PERSONA_CONFIG", &config)
-        .success();
+    common::persona(&[
+        "compile",
+        common::dataset().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("PERSONA_CONFIG", &config)
+    .success();
     out
 }
 
@@ -368,7 +378,11 @@ fn the_official_openai_sdk_streams_keeps_a_fans_history_and_speaks_as_two_creato
         .arg(root().join("scripts/setup-sdk.sh"))
         .output()
         .expect("bash runs");
-    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
     let python = String::from_utf8(setup.stdout).unwrap().trim().to_string();
     let server = Server::start(
         &dir.path().join("h.sqlite3"),
@@ -385,10 +399,16 @@ fn the_official_openai_sdk_streams_keeps_a_fans_history_and_speaks_as_two_creato
 
     assert_eq!(seen["models"], json!(["Ivy", "Wren"]));
     let plain = &seen["plain"];
-    assert_eq!((plain["model"].as_str(), plain["finish_reason"].as_str()), (Some("Wren"), Some("stop")));
+    assert_eq!(
+        (plain["model"].as_str(), plain["finish_reason"].as_str()),
+        (Some("Wren"), Some("stop"))
+    );
     assert!(!plain["content"].as_str().unwrap().trim().is_empty());
     let usage = &plain["usage"];
-    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "real usage from the LLM: {usage}");
+    assert!(
+        usage["prompt_tokens"].as_u64().unwrap() > 0,
+        "real usage from the LLM: {usage}"
+    );
     assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
     assert_eq!(
         usage["total_tokens"].as_u64(),
@@ -426,7 +446,13 @@ fn two_servers_on_one_postgres_database_carry_a_fans_conversation_across_a_kill(
     let db = common::postgres_url();
     let a = Server::start_on(&db, &[], &[]);
     let b = Server::start_on(&db, &[], &[]);
-    let fan = format!("pg-fan-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let fan = format!(
+        "pg-fan-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
     let say = |server: &Server, text: &str, key: &str| {
         let r = client()
             .post(server.url("/v1/reply"))
@@ -441,13 +467,20 @@ fn two_servers_on_one_postgres_database_carry_a_fans_conversation_across_a_kill(
     assert_eq!(status, 200, "{r1}");
     let (status, r2) = say(&b, "remember me from a minute ago?", "m2");
     assert_eq!(status, 200, "{r2}");
-    assert_eq!(r2["context"]["messages"], 3, "server B answered from server A's exchange: {r2}");
+    assert_eq!(
+        r2["context"]["messages"], 3,
+        "server B answered from server A's exchange: {r2}"
+    );
 
     // A is killed while answering; the client retries on B with the same key.
     let url = a.url("/v1/reply");
     let body = json!({"fan_id": fan, "message": "ok goodnight"});
     let cut = std::thread::spawn(move || {
-        let _ = client().post(url).header("idempotency-key", "m3").json(&body).send();
+        let _ = client()
+            .post(url)
+            .header("idempotency-key", "m3")
+            .json(&body)
+            .send();
     });
     std::thread::sleep(Duration::from_millis(400));
     a.signal("-KILL");
@@ -466,7 +499,12 @@ fn two_servers_on_one_postgres_database_carry_a_fans_conversation_across_a_kill(
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["from_creator"].as_bool().unwrap(), m["content"].as_str().unwrap().to_string()))
+        .map(|m| {
+            (
+                m["from_creator"].as_bool().unwrap(),
+                m["content"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let expected = [
         (false, "hi wren, it's jo".to_string()),

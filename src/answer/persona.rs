@@ -57,7 +57,12 @@ impl Persona {
     /// [`Persona::load`] with the installed assets and the configuration's embedding threads and
     /// runtime settings: what every command that answers from one artifact does.
     pub fn open(path: &Path, config: &crate::config::Config) -> Result<Self> {
-        Self::load(path, &Assets::locate(), config.embedding.effective_threads(), &config.runtime)
+        Self::load(
+            path,
+            &Assets::locate(),
+            config.embedding.effective_threads(),
+            &config.runtime,
+        )
     }
 
     /// Loads and verifies an artifact and the embedding model, then applies the runtime settings.
@@ -114,7 +119,11 @@ impl Persona {
         embedder: Box<dyn Embedder + Send>,
         runtime: &RuntimeSettings,
     ) -> Result<Self> {
-        Self::from_shared(artifact, Arc::new(EmbedService::start(embedder, EMBED_BATCH)?), runtime)
+        Self::from_shared(
+            artifact,
+            Arc::new(EmbedService::start(embedder, EMBED_BATCH)?),
+            runtime,
+        )
     }
 
     fn from_shared(artifact: Artifact, embedder: SharedEmbedder, runtime: &RuntimeSettings) -> Result<Self> {
@@ -205,7 +214,8 @@ impl Persona {
 
     /// The safety check on a fan's message: the handoff and the category's reply on a hit.
     pub fn check_safety(&self, fan_message: &str, now: Timestamp) -> Result<Option<(Handoff, String)>> {
-        self.safety.check(fan_message, Some(&mut self.embedder.handle()), now)
+        self.safety
+            .check(fan_message, Some(&mut self.embedder.handle()), now)
     }
 
     /// Whether the artifact has a mood classifier.

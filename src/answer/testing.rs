@@ -141,7 +141,10 @@ impl ChatModel for Scripted {
         let text = self.script.lock().unwrap().pop_front().unwrap_or_default();
         Ok(Completion {
             usage: Usage {
-                prompt_tokens: messages.iter().map(|m| m.content.split_whitespace().count() as u64).sum(),
+                prompt_tokens: messages
+                    .iter()
+                    .map(|m| m.content.split_whitespace().count() as u64)
+                    .sum(),
                 completion_tokens: text.split_whitespace().count() as u64,
             },
             texts: vec![text],

@@ -187,7 +187,11 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
         prefill: config.llm.prefill,
         fixed_now,
     };
-    let mut session = Session::open(args, config.history.location()?.as_deref(), asker.persona.creator())?;
+    let mut session = Session::open(
+        args,
+        config.history.location()?.as_deref(),
+        asker.persona.creator(),
+    )?;
     let mut out = std::io::stdout().lock();
     let Some(message) = &args.message else {
         return chat_loop(&asker, &mut session, &mut out);

@@ -50,7 +50,8 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<()> {
     adopt_old_histories(&mut store, &creators)?;
     let llm = &config.llm;
     // One candidate's worst case: every attempt (and the judge) with every retry timing out.
-    let per_candidate = llm.timeout * (llm.retries + 1) * (config.filter.attempts + 1) * 2 + Duration::from_secs(10);
+    let per_candidate =
+        llm.timeout * (llm.retries + 1) * (config.filter.attempts + 1) * 2 + Duration::from_secs(10);
     let options = ServeOptions {
         addr,
         token,
@@ -80,7 +81,10 @@ fn adopt_old_histories(store: &mut HistoryStore, creators: &Creators) -> Result<
     if let [only] = all.as_slice() {
         let n = store.claim_unassigned(only.creator())?;
         if n > 0 {
-            eprintln!("persona serve: {n} fan(s) stored before histories were kept per creator now belong to {}", only.creator());
+            eprintln!(
+                "persona serve: {n} fan(s) stored before histories were kept per creator now belong to {}",
+                only.creator()
+            );
         }
     } else {
         let n = store.unassigned()?;

@@ -94,19 +94,29 @@ impl EmbedService {
                             Err(_) => break,
                         }
                     }
-                    let texts: Vec<&str> = batch.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
+                    let texts: Vec<&str> = batch
+                        .iter()
+                        .flat_map(|j| j.texts.iter().map(String::as_str))
+                        .collect();
                     worker_counters.calls.fetch_add(1, Ordering::Relaxed);
-                    worker_counters.embedded.fetch_add(texts.len() as u64, Ordering::Relaxed);
+                    worker_counters
+                        .embedded
+                        .fetch_add(texts.len() as u64, Ordering::Relaxed);
                     // A panic in the model fails this batch, not the worker.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed(&texts)))
-                        .unwrap_or_else(|_| Err(anyhow!("the embedding model panicked")))
-                        .and_then(|v| {
-                            if v.len() == texts.len() {
-                                Ok(v)
-                            } else {
-                                Err(anyhow!("the model returned {} vectors for {} texts", v.len(), texts.len()))
-                            }
-                        });
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed(&texts)))
+                            .unwrap_or_else(|_| Err(anyhow!("the embedding model panicked")))
+                            .and_then(|v| {
+                                if v.len() == texts.len() {
+                                    Ok(v)
+                                } else {
+                                    Err(anyhow!(
+                                        "the model returned {} vectors for {} texts",
+                                        v.len(),
+                                        texts.len()
+                                    ))
+                                }
+                            });
                     match result {
                         Ok(mut vectors) => {
                             for job in batch.into_iter().rev() {
@@ -146,9 +156,14 @@ impl EmbedService {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.counters.requested.fetch_add(texts.len() as u64, Ordering::Relaxed);
+        self.counters
+            .requested
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
         let mut found: Vec<Option<Arc<Vec<f32>>>> = {
-            let recent = self.recent.lock().map_err(|_| anyhow!("the embedding memory is poisoned"))?;
+            let recent = self
+                .recent
+                .lock()
+                .map_err(|_| anyhow!("the embedding memory is poisoned"))?;
             texts.iter().map(|t| recent.vectors.get(*t).cloned()).collect()
         };
         let mut missing: Vec<String> = Vec::new();
@@ -170,10 +185,17 @@ impl EmbedService {
                 .map_err(|_| anyhow!("the embedding worker has stopped"))?
                 .map_err(|e| anyhow!("embedding failed: {e}"))?;
             if vectors.len() != missing.len() {
-                anyhow::bail!("the embedding worker returned {} vectors for {} texts", vectors.len(), missing.len());
+                anyhow::bail!(
+                    "the embedding worker returned {} vectors for {} texts",
+                    vectors.len(),
+                    missing.len()
+                );
             }
             let vectors: Vec<Arc<Vec<f32>>> = vectors.into_iter().map(Arc::new).collect();
-            let mut recent = self.recent.lock().map_err(|_| anyhow!("the embedding memory is poisoned"))?;
+            let mut recent = self
+                .recent
+                .lock()
+                .map_err(|_| anyhow!("the embedding memory is poisoned"))?;
             for (text, vector) in missing.iter().zip(&vectors) {
                 recent.insert(text.clone(), vector.clone());
             }
@@ -185,7 +207,10 @@ impl EmbedService {
         }
         found
             .into_iter()
-            .map(|v| v.map(|v| v.as_ref().clone()).ok_or_else(|| anyhow!("a text was not embedded")))
+            .map(|v| {
+                v.map(|v| v.as_ref().clone())
+                    .ok_or_else(|| anyhow!("a text was not embedded"))
+            })
             .collect()
     }
 }

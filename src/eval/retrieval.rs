@@ -132,7 +132,11 @@ impl Bm25 {
 
 /// The `k` rows of `vectors` closest to `query`, best first.
 fn nearest(vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<usize> {
-    let mut scored: Vec<(f32, usize)> = vectors.iter().enumerate().map(|(i, v)| (dot(v, query), i)).collect();
+    let mut scored: Vec<(f32, usize)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (dot(v, query), i))
+        .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().take(k).map(|(_, i)| i).collect()
 }
@@ -156,12 +160,18 @@ pub fn score(p: &Picks, k: usize, seed: u64) -> Report {
     for (name, turns) in &p.picks {
         let (mut best, mut mean, mut same, mut total) = (Vec::new(), Vec::new(), 0usize, 0usize);
         for (t, ids) in turns.iter().enumerate() {
-            let demos: Vec<&[f32]> = ids.iter().filter_map(|&i| p.replies.get(i).map(Vec::as_slice)).collect();
+            let demos: Vec<&[f32]> = ids
+                .iter()
+                .filter_map(|&i| p.replies.get(i).map(Vec::as_slice))
+                .collect();
             let (b, m) = similarities(&p.real[t], &demos);
             best.push(b);
             mean.push(m);
             if let Some((turn_kinds, example_kinds)) = &p.kinds {
-                same += ids.iter().filter(|&&i| example_kinds.get(i) == turn_kinds.get(t)).count();
+                same += ids
+                    .iter()
+                    .filter(|&&i| example_kinds.get(i) == turn_kinds.get(t))
+                    .count();
                 total += ids.len();
             }
         }
@@ -178,7 +188,11 @@ pub fn score(p: &Picks, k: usize, seed: u64) -> Report {
     let mut differences = BTreeMap::new();
     if let Some(knn) = bests.get("knn") {
         for (a, b) in [("knn", "random_k"), ("knn", "bm25"), ("oracle", "knn")] {
-            let (x, y) = if a == "knn" { (Some(knn), bests.get(b)) } else { (bests.get(a), Some(knn)) };
+            let (x, y) = if a == "knn" {
+                (Some(knn), bests.get(b))
+            } else {
+                (bests.get(a), Some(knn))
+            };
             if let (Some(x), Some(y)) = (x, y) {
                 let diffs: Vec<f64> = x.iter().zip(y).map(|(x, y)| x - y).collect();
                 differences.insert(format!("{a} - {b}"), metrics::bootstrap(&diffs, BOOTSTRAP, seed));
@@ -228,15 +242,31 @@ pub fn run(persona: &Persona, items: &[Item], seed: u64) -> Result<Report> {
     for (t, item) in items.iter().enumerate() {
         let knn = persona.choose_demos(&item.history, DemoMode::Nearest)?;
         let random = persona.choose_demos(&item.history, DemoMode::Random(seed.wrapping_add(t as u64)))?;
-        picks.entry("knn").or_default().push(knn.iter().map(|d| d.id).collect());
-        picks.entry("random_k").or_default().push(random.iter().map(|d| d.id).collect());
+        picks
+            .entry("knn")
+            .or_default()
+            .push(knn.iter().map(|d| d.id).collect());
+        picks
+            .entry("random_k")
+            .or_default()
+            .push(random.iter().map(|d| d.id).collect());
         let query = transcript::embedding_text(&item.history, window);
         picks.entry("bm25").or_default().push(bm25.top(&query, k));
-        picks.entry("oracle").or_default().push(nearest(&reply_vectors, &real[t], k));
+        picks
+            .entry("oracle")
+            .or_default()
+            .push(nearest(&reply_vectors, &real[t], k));
     }
     let kinds = if persona.has_mood() {
-        let mood = |h: &[Message]| persona.read_mood(h).map(|m| m.unwrap_or_else(|| "neutral".into()));
-        let turn_kinds = items.iter().map(|i| mood(&i.history)).collect::<Result<Vec<_>>>()?;
+        let mood = |h: &[Message]| {
+            persona
+                .read_mood(h)
+                .map(|m| m.unwrap_or_else(|| "neutral".into()))
+        };
+        let turn_kinds = items
+            .iter()
+            .map(|i| mood(&i.history))
+            .collect::<Result<Vec<_>>>()?;
         let example_kinds = befores.iter().map(|b| mood(b)).collect::<Result<Vec<_>>>()?;
         Some((turn_kinds, example_kinds))
     } else {
@@ -265,7 +295,11 @@ pub fn markdown(r: &Report) -> String {
     for name in RETRIEVERS {
         if let Some(s) = r.retrieval.get(name) {
             let kind = s.same_kind.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
-            out.push_str(&format!("| {name} | {} | {} | {kind} |\n", show(&s.best), show(&s.mean)));
+            out.push_str(&format!(
+                "| {name} | {} | {} | {kind} |\n",
+                show(&s.best),
+                show(&s.mean)
+            ));
         }
     }
     out.push_str("\n| paired difference (best of k) | mean [95% interval] |\n|---|---|\n");
@@ -300,7 +334,11 @@ mod tests {
             "the cat and the dog and the bird and the fish all sat".to_string(),
         ];
         let bm25 = Bm25::new(&docs);
-        assert_eq!(bm25.top("cat", 3)[..2], [0, 2], "the shorter doc with `cat` first");
+        assert_eq!(
+            bm25.top("cat", 3)[..2],
+            [0, 2],
+            "the shorter doc with `cat` first"
+        );
         assert_eq!(bm25.top("bone", 1), [1]);
         assert_eq!(bm25.score("zebra", 0), 0.0);
         // Hand-computed: N = 3, df(bone) = 1: idf = ln((3 - 1 + 0.5) / 1.5 + 1) = ln(2.667);
@@ -308,7 +346,11 @@ mod tests {
         let idf = (2.5f64 / 1.5 + 1.0).ln();
         let norm = 1.2 * (1.0 - 0.75 + 0.75 * 5.0 / 8.0);
         let want = idf * 2.2 / (1.0 + norm);
-        assert!((bm25.score("bone", 1) - want).abs() < 1e-12, "{} vs {want}", bm25.score("bone", 1));
+        assert!(
+            (bm25.score("bone", 1) - want).abs() < 1e-12,
+            "{} vs {want}",
+            bm25.score("bone", 1)
+        );
     }
 
     #[test]
@@ -329,7 +371,10 @@ mod tests {
         };
         let r = score(&p, 2, 7);
         let knn = &r.retrieval["knn"];
-        assert!((knn.best.mean - 0.8).abs() < 1e-6, "best of (1, 0) and (0.6, 0): {knn:?}");
+        assert!(
+            (knn.best.mean - 0.8).abs() < 1e-6,
+            "best of (1, 0) and (0.6, 0): {knn:?}"
+        );
         assert!((knn.mean.mean - 0.4).abs() < 1e-6, "means 0.5 and 0.3: {knn:?}");
         // knn: turn 0 picks sad, neutral for a sad turn (1 of 2); turn 1 picks neutral, neutral
         // for a neutral turn (2 of 2): 3 of 4.

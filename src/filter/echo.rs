@@ -14,30 +14,86 @@ use std::collections::HashSet;
 
 /// Words that carry no specifics.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "and", "or", "but", "if", "so", "to", "of", "in", "on", "at", "for", "with", "by", "from", "up",
-    "out", "about", "into", "over", "after", "before", "i", "im", "me", "my", "you", "your", "youre", "we", "us", "our",
-    "he", "she", "it", "its", "they", "them", "this", "that", "these", "those", "is", "am", "are", "was", "were", "be",
-    "been", "do", "does", "did", "have", "has", "had", "will", "would", "can", "could", "should", "shall", "may",
-    "might", "must", "just", "really", "very", "too", "also", "not", "no", "yes", "yeah", "ok", "okay", "there",
-    "here", "then", "than", "what", "when", "where", "who", "how", "why", "some", "any", "all", "one", "get", "go",
-    "come", "say", "said", "see", "let", "lets", "want", "wanna", "gonna", "like", "love", "finally", "maybe",
-    "please", "pls", "hey", "hi", "oh", "mm", "haha", "hehe", "lol", "babe", "baby", "honey", "ill", "id", "ive",
-    "dont", "cant", "wont", "thats", "whats", "meet", "meeting", "together", "time", "day", "sometime",
+    "a", "an", "the", "and", "or", "but", "if", "so", "to", "of", "in", "on", "at", "for", "with", "by",
+    "from", "up", "out", "about", "into", "over", "after", "before", "i", "im", "me", "my", "you", "your",
+    "youre", "we", "us", "our", "he", "she", "it", "its", "they", "them", "this", "that", "these", "those",
+    "is", "am", "are", "was", "were", "be", "been", "do", "does", "did", "have", "has", "had", "will",
+    "would", "can", "could", "should", "shall", "may", "might", "must", "just", "really", "very", "too",
+    "also", "not", "no", "yes", "yeah", "ok", "okay", "there", "here", "then", "than", "what", "when",
+    "where", "who", "how", "why", "some", "any", "all", "one", "get", "go", "come", "say", "said", "see",
+    "let", "lets", "want", "wanna", "gonna", "like", "love", "finally", "maybe", "please", "pls", "hey",
+    "hi", "oh", "mm", "haha", "hehe", "lol", "babe", "baby", "honey", "ill", "id", "ive", "dont", "cant",
+    "wont", "thats", "whats", "meet", "meeting", "together", "time", "day", "sometime",
 ];
 
 /// Nouns that name a venue or a street: the head of a place.
 const VENUES: &[&str] = &[
-    "shop", "cafe", "coffeeshop", "bar", "pub", "club", "restaurant", "diner", "bistro", "bakery", "street", "st",
-    "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "square", "plaza", "park", "beach", "pier", "hotel",
-    "motel", "inn", "station", "airport", "terminal", "mall", "market", "gym", "library", "museum", "gallery",
-    "theater", "theatre", "cinema", "arena", "stadium", "lounge", "rooftop", "garden", "zoo", "aquarium", "center",
-    "centre", "hall", "campus",
+    "shop",
+    "cafe",
+    "coffeeshop",
+    "bar",
+    "pub",
+    "club",
+    "restaurant",
+    "diner",
+    "bistro",
+    "bakery",
+    "street",
+    "st",
+    "avenue",
+    "ave",
+    "road",
+    "rd",
+    "boulevard",
+    "blvd",
+    "lane",
+    "square",
+    "plaza",
+    "park",
+    "beach",
+    "pier",
+    "hotel",
+    "motel",
+    "inn",
+    "station",
+    "airport",
+    "terminal",
+    "mall",
+    "market",
+    "gym",
+    "library",
+    "museum",
+    "gallery",
+    "theater",
+    "theatre",
+    "cinema",
+    "arena",
+    "stadium",
+    "lounge",
+    "rooftop",
+    "garden",
+    "zoo",
+    "aquarium",
+    "center",
+    "centre",
+    "hall",
+    "campus",
 ];
 
 /// Words that name a day or a time of day.
 const WHEN: &[&str] = &[
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "weekend", "tonight",
-    "tomorrow", "noon", "midnight",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "weekend",
+    "tonight",
+    "tomorrow",
+    "noon",
+    "midnight",
 ];
 
 fn words(text: &str) -> Vec<String> {
@@ -114,12 +170,24 @@ mod tests {
         let chicago = "come visit me in chicago! ill show you the best deep dish";
         let refusal = "mm deep dish sounds like a whole adventure... but i'll enjoy it from here";
         assert_eq!(repeated(refusal, chicago), None, "a dish is not a place");
-        let story = "he he i'm in town today... 5 years ago we met at this very coffee shop on saturday night";
+        let story =
+            "he he i'm in town today... 5 years ago we met at this very coffee shop on saturday night";
         assert_eq!(repeated(story, fan).as_deref(), Some("coffee shop"));
         assert_eq!(repeated("ok see you at 3 then", fan).as_deref(), Some("3"));
-        assert_eq!(repeated("mm i'd rather stay cozy here with you and my tea 🍵", fan), None);
-        assert_eq!(repeated("3 cats and a nap", fan), None, "a bare number is not the fan's time");
-        assert_eq!(repeated("anything", "we should finally meet up"), None, "no specifics, no echo");
+        assert_eq!(
+            repeated("mm i'd rather stay cozy here with you and my tea 🍵", fan),
+            None
+        );
+        assert_eq!(
+            repeated("3 cats and a nap", fan),
+            None,
+            "a bare number is not the fan's time"
+        );
+        assert_eq!(
+            repeated("anything", "we should finally meet up"),
+            None,
+            "no specifics, no echo"
+        );
     }
 
     #[test]

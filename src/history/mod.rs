@@ -63,7 +63,11 @@ pub trait Store: Send {
 
     /// Open handoffs as (creator, fan, handoff), oldest first, narrowed to a creator and a fan
     /// when given.
-    fn handoffs(&mut self, creator: Option<&str>, fan: Option<&str>) -> Result<Vec<(String, String, Handoff)>>;
+    fn handoffs(
+        &mut self,
+        creator: Option<&str>,
+        fan: Option<&str>,
+    ) -> Result<Vec<(String, String, Handoff)>>;
 
     /// Closes a fan's open handoffs; `None` when there is no such fan, else how many closed.
     fn clear_handoff(&mut self, fan: FanRef<'_>, at: Timestamp) -> Result<Option<usize>>;
@@ -349,13 +353,29 @@ mod tests {
             let k = |id| FanRef::new(c, id);
             let reply = CleanReply::for_tests("hey you");
             store
-                .record_exchange(k("mike"), &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, at("2026-01-01T10:01:00Z"), None))
+                .record_exchange(
+                    k("mike"),
+                    &ex(
+                        &fan("hi", "2026-01-01T10:00:00Z"),
+                        &reply,
+                        at("2026-01-01T10:01:00Z"),
+                        None,
+                    ),
+                )
                 .unwrap();
             let mut profile = FanProfile::new();
             profile.insert("name".into(), "Mike".into());
             store.set_profile(k("mike"), &profile).unwrap();
             store
-                .record_exchange(k("ana"), &ex(&fan("yo", "2026-01-01T11:00:00Z"), &reply, at("2026-01-01T11:00:00Z"), None))
+                .record_exchange(
+                    k("ana"),
+                    &ex(
+                        &fan("yo", "2026-01-01T11:00:00Z"),
+                        &reply,
+                        at("2026-01-01T11:00:00Z"),
+                        None,
+                    ),
+                )
                 .unwrap();
             let (messages, profile) = store.load(k("mike")).unwrap();
             let stored_reply = Message {
@@ -369,7 +389,10 @@ mod tests {
             assert!(store.load(k("nobody")).unwrap().0.is_empty());
             assert!(!store.exists(k("nobody")).unwrap());
             let other = format!("{c}-other");
-            assert!(store.load(FanRef::new(&other, "mike")).unwrap().0.is_empty(), "another creator's mike");
+            assert!(
+                store.load(FanRef::new(&other, "mike")).unwrap().0.is_empty(),
+                "another creator's mike"
+            );
             let fans = store.fans(Some(c)).unwrap();
             let ids: Vec<&str> = fans.iter().map(|f| f.id.as_str()).collect();
             assert_eq!(ids, ["ana", "mike"], "most recent first");
@@ -383,7 +406,15 @@ mod tests {
             let reply = CleanReply::for_tests("hey");
             // A clock that went backwards still stores the reply after the message.
             store
-                .record_exchange(k, &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, at("2026-01-01T09:00:00Z"), None))
+                .record_exchange(
+                    k,
+                    &ex(
+                        &fan("hi", "2026-01-01T10:00:00Z"),
+                        &reply,
+                        at("2026-01-01T09:00:00Z"),
+                        None,
+                    ),
+                )
                 .unwrap();
             let (messages, _) = store.load(k).unwrap();
             assert!(messages[1].sent_at >= messages[0].sent_at);
@@ -400,7 +431,10 @@ mod tests {
             assert!(store.load(k).unwrap().0.is_empty());
             for bad in ["", &"x".repeat(200)] {
                 assert!(store
-                    .record_exchange(FanRef::new(c, bad), &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None))
+                    .record_exchange(
+                        FanRef::new(c, bad),
+                        &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None)
+                    )
                     .is_err());
             }
         });
@@ -420,13 +454,23 @@ mod tests {
             };
             for _ in 0..2 {
                 store
-                    .record_exchange(k("kid"), &ex(&fan("im 15", "2026-01-01T10:00:00Z"), &reply, now, Some(&handoff)))
+                    .record_exchange(
+                        k("kid"),
+                        &ex(&fan("im 15", "2026-01-01T10:00:00Z"), &reply, now, Some(&handoff)),
+                    )
                     .unwrap();
             }
             store
-                .record_exchange(k("ana"), &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None))
+                .record_exchange(
+                    k("ana"),
+                    &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, now, None),
+                )
                 .unwrap();
-            assert_eq!(store.open_handoffs(k("kid")).unwrap(), vec![handoff.clone()], "one open per category");
+            assert_eq!(
+                store.open_handoffs(k("kid")).unwrap(),
+                vec![handoff.clone()],
+                "one open per category"
+            );
             assert_eq!(store.stopping_handoff(k("kid")).unwrap(), Some(handoff.clone()));
             assert_eq!(
                 store.all_open_handoffs(Some(c)).unwrap(),
@@ -446,7 +490,10 @@ mod tests {
     fn a_regenerated_exchange_replaces_the_last_and_an_idempotency_key_is_kept_once() {
         on_both(|store, c| {
             let k = FanRef::new(c, "ana");
-            let (first, second) = (CleanReply::for_tests("one cat"), CleanReply::for_tests("two cats"));
+            let (first, second) = (
+                CleanReply::for_tests("one cat"),
+                CleanReply::for_tests("two cats"),
+            );
             let now = at("2026-01-01T10:00:00Z");
             let pets = fan("pets?", "2026-01-01T10:00:00Z");
             let keyed = Exchange {
@@ -492,11 +539,17 @@ mod tests {
     #[test]
     fn locations_are_files_unless_they_are_postgres_urls() {
         assert_eq!(Location::parse("h.sqlite3"), Location::File("h.sqlite3".into()));
-        assert!(matches!(Location::parse("postgresql://u@h/db"), Location::Postgres(_)));
+        assert!(matches!(
+            Location::parse("postgresql://u@h/db"),
+            Location::Postgres(_)
+        ));
         assert_eq!(
             Location::resolve(None, Some("postgres://u:pw@h/db")).to_string(),
             "postgres://u:***@h/db"
         );
-        assert_eq!(Location::resolve(Some("x.db"), Some("postgres://h/db")), Location::File("x.db".into()));
+        assert_eq!(
+            Location::resolve(Some("x.db"), Some("postgres://h/db")),
+            Location::File("x.db".into())
+        );
     }
 }

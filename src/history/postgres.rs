@@ -228,11 +228,23 @@ impl Store for PostgresStore {
         let insert = "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES ($1, $2, $3, $4, $5)";
         tx.execute(
             insert,
-            &[&fan.creator, &fan.id, &false, &exchange.fan_message.content, &sent_at],
+            &[
+                &fan.creator,
+                &fan.id,
+                &false,
+                &exchange.fan_message.content,
+                &sent_at,
+            ],
         )?;
         tx.execute(
             insert,
-            &[&fan.creator, &fan.id, &true, &exchange.reply.as_str(), &replied_at],
+            &[
+                &fan.creator,
+                &fan.id,
+                &true,
+                &exchange.reply.as_str(),
+                &replied_at,
+            ],
         )?;
         if let Some(h) = exchange.handoff {
             tx.execute(
@@ -266,7 +278,11 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn handoffs(&mut self, creator: Option<&str>, fan_id: Option<&str>) -> Result<Vec<(String, String, Handoff)>> {
+    fn handoffs(
+        &mut self,
+        creator: Option<&str>,
+        fan_id: Option<&str>,
+    ) -> Result<Vec<(String, String, Handoff)>> {
         let rows = self.client()?.query(
             "SELECT creator, fan_id, category, reason, stop, at FROM handoffs
              WHERE cleared_at IS NULL AND ($1::text IS NULL OR creator = $1) AND ($2::text IS NULL OR fan_id = $2)
@@ -384,7 +400,9 @@ mod tests {
             .map(|r| r.get(0))
             .collect();
         assert_eq!(versions, [SCHEMA_VERSION]);
-        client.batch_execute("UPDATE persona_schema SET version = 99").unwrap();
+        client
+            .batch_execute("UPDATE persona_schema SET version = 99")
+            .unwrap();
         let err = PostgresStore::open(&db.url).err().unwrap();
         assert!(format!("{err:#}").contains("newer than this persona"), "{err:#}");
     }
@@ -408,7 +426,11 @@ mod tests {
 
     #[test]
     fn a_server_that_does_not_answer_is_named_without_its_password() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let err = PostgresStore::open(&format!("postgres://bob:hunter2@127.0.0.1:{port}/p"))
             .err()
             .unwrap();
@@ -419,7 +441,10 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden_in_messages() {
-        assert_eq!(redact("postgres://bob:hunter2@db:5432/p"), "postgres://bob:***@db:5432/p");
+        assert_eq!(
+            redact("postgres://bob:hunter2@db:5432/p"),
+            "postgres://bob:***@db:5432/p"
+        );
         assert_eq!(redact("postgres://bob@db/p"), "postgres://bob@db/p");
     }
 }

@@ -152,7 +152,6 @@ impl SqliteStore {
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     }
-
 }
 
 impl Store for SqliteStore {
@@ -164,9 +163,10 @@ impl Store for SqliteStore {
         if creator.is_empty() {
             return Ok(0);
         }
-        Ok(self
-            .conn
-            .execute("UPDATE OR IGNORE fans SET creator = ?1 WHERE creator = ''", [creator])?)
+        Ok(self.conn.execute(
+            "UPDATE OR IGNORE fans SET creator = ?1 WHERE creator = ''",
+            [creator],
+        )?)
     }
 
     fn unassigned(&mut self) -> Result<usize> {
@@ -188,7 +188,11 @@ impl Store for SqliteStore {
             "SELECT from_creator, content, sent_at FROM messages WHERE creator = ?1 AND fan_id = ?2 ORDER BY id",
         )?;
         let rows = stmt.query_map([fan.creator, fan.id], |r| {
-            Ok((r.get::<_, bool>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, bool>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut messages = Vec::new();
         for row in rows {
@@ -290,7 +294,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn handoffs(&mut self, creator: Option<&str>, fan_id: Option<&str>) -> Result<Vec<(String, String, Handoff)>> {
+    fn handoffs(
+        &mut self,
+        creator: Option<&str>,
+        fan_id: Option<&str>,
+    ) -> Result<Vec<(String, String, Handoff)>> {
         let mut stmt = self.conn.prepare(
             "SELECT creator, fan_id, category, reason, stop, at FROM handoffs
              WHERE cleared_at IS NULL AND (?1 IS NULL OR creator = ?1) AND (?2 IS NULL OR fan_id = ?2)
@@ -382,7 +390,15 @@ mod tests {
             let mut store = SqliteStore::open(&path).unwrap();
             let reply = CleanReply::for_tests("hey you");
             store
-                .record_exchange(k("mike"), &ex(&fan("hi", "2026-01-01T10:00:00Z"), &reply, at("2026-01-01T10:01:00Z"), None))
+                .record_exchange(
+                    k("mike"),
+                    &ex(
+                        &fan("hi", "2026-01-01T10:00:00Z"),
+                        &reply,
+                        at("2026-01-01T10:01:00Z"),
+                        None,
+                    ),
+                )
                 .unwrap();
         }
         let mut store = SqliteStore::open(&path).unwrap();
@@ -415,10 +431,16 @@ mod tests {
         }
         let mut store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.unassigned().unwrap(), 1);
-        assert!(store.load(k("mike")).unwrap().0.is_empty(), "not yet any creator's");
+        assert!(
+            store.load(k("mike")).unwrap().0.is_empty(),
+            "not yet any creator's"
+        );
         assert_eq!(store.claim_unassigned(C).unwrap(), 1);
         assert_eq!(store.load(k("mike")).unwrap().0.len(), 2);
-        assert!(store.stopping_handoff(k("mike")).unwrap().is_some(), "handoffs follow their fan");
+        assert!(
+            store.stopping_handoff(k("mike")).unwrap().is_some(),
+            "handoffs follow their fan"
+        );
         assert_eq!(store.load(FanRef::new("Ivy", "mike")).unwrap().0.len(), 0);
         drop(store);
         let newer = Connection::open(&path).unwrap();
@@ -427,5 +449,4 @@ mod tests {
         let err = SqliteStore::open(&path).err().unwrap();
         assert!(format!("{err:#}").contains("newer than this persona"), "{err:#}");
     }
-
 }

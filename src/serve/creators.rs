@@ -75,11 +75,14 @@ impl Creators {
     pub fn fixed(personas: Vec<Persona>) -> Result<Self> {
         let mut entries = BTreeMap::new();
         for persona in personas {
-            insert_unique(&mut entries, Entry {
-                persona: Arc::new(persona),
-                path: None,
-                stamp: None,
-            })?;
+            insert_unique(
+                &mut entries,
+                Entry {
+                    persona: Arc::new(persona),
+                    path: None,
+                    stamp: None,
+                },
+            )?;
         }
         Ok(Creators {
             entries: RwLock::new(entries),
@@ -99,12 +102,16 @@ impl Creators {
         }
         for path in paths {
             let before = stamp(&path);
-            let persona = loader(&path).with_context(|| format!("loading the artifact `{}`", path.display()))?;
-            insert_unique(&mut entries, Entry {
-                persona: Arc::new(persona),
-                path: Some(path),
-                stamp: before,
-            })?;
+            let persona =
+                loader(&path).with_context(|| format!("loading the artifact `{}`", path.display()))?;
+            insert_unique(
+                &mut entries,
+                Entry {
+                    persona: Arc::new(persona),
+                    path: Some(path),
+                    stamp: before,
+                },
+            )?;
         }
         Ok(Creators {
             entries: RwLock::new(entries),
@@ -138,7 +145,10 @@ impl Creators {
                 let mut e = ApiError::new(
                     StatusCode::NOT_FOUND,
                     "invalid_request_error",
-                    format!("the model `{name}` does not exist; this server has: {}", names(&entries)),
+                    format!(
+                        "the model `{name}` does not exist; this server has: {}",
+                        names(&entries)
+                    ),
                 );
                 e.code = Some("model_not_found");
                 e
@@ -165,13 +175,18 @@ impl Creators {
             Err(e) => return vec![format!("reload: {e:#}")],
         };
         let known: Vec<(String, Option<PathBuf>, Option<Stamp>)> = match self.entries.read() {
-            Ok(e) => e.iter().map(|(n, e)| (n.clone(), e.path.clone(), e.stamp)).collect(),
+            Ok(e) => e
+                .iter()
+                .map(|(n, e)| (n.clone(), e.path.clone(), e.stamp))
+                .collect(),
             Err(_) => return vec!["reload: creator table poisoned".into()],
         };
         let mut log = Vec::new();
         for path in &paths {
             let now = stamp(path);
-            let current = known.iter().find(|(_, p, _)| p.as_deref() == Some(path.as_path()));
+            let current = known
+                .iter()
+                .find(|(_, p, _)| p.as_deref() == Some(path.as_path()));
             let unchanged = current.is_some_and(|(_, _, s)| *s == now)
                 || self.refused.lock().is_ok_and(|r| r.get(path) == Some(&now));
             if !force && unchanged {
@@ -189,7 +204,9 @@ impl Creators {
                     // Another file already serving this name (in any case) keeps it.
                     let taken = entries
                         .iter()
-                        .find(|(n, e)| n.eq_ignore_ascii_case(&name) && e.path.as_deref() != Some(path.as_path()))
+                        .find(|(n, e)| {
+                            n.eq_ignore_ascii_case(&name) && e.path.as_deref() != Some(path.as_path())
+                        })
                         .and_then(|(_, e)| e.path.clone());
                     if let Some(other) = taken {
                         log.push(format!(
@@ -201,13 +218,20 @@ impl Creators {
                     }
                     if let Some(old) = current.filter(|(n, _, _)| *n != name) {
                         entries.remove(&old.0);
-                        log.push(format!("reload: `{}` now speaks as {name}, no longer as {}", path.display(), old.0));
+                        log.push(format!(
+                            "reload: `{}` now speaks as {name}, no longer as {}",
+                            path.display(),
+                            old.0
+                        ));
                     }
-                    entries.insert(name.clone(), Entry {
-                        persona: Arc::new(persona),
-                        path: Some(path.clone()),
-                        stamp: now,
-                    });
+                    entries.insert(
+                        name.clone(),
+                        Entry {
+                            persona: Arc::new(persona),
+                            path: Some(path.clone()),
+                            stamp: now,
+                        },
+                    );
                     if let Ok(mut r) = self.refused.lock() {
                         r.remove(path);
                     }
@@ -296,33 +320,59 @@ mod tests {
         let creators = Creators::load(Source::Dir(dir.path().into()), loader()).unwrap();
         let before = creators.select(None).unwrap();
         assert_eq!(before.creator(), "Wren");
-        assert!(creators.reload(false).is_empty(), "nothing changed, nothing reloaded");
+        assert!(
+            creators.reload(false).is_empty(),
+            "nothing changed, nothing reloaded"
+        );
 
         replace(&dir.path().join("wren.bin"), "Wren");
         std::fs::write(dir.path().join("ivy.bin"), "Ivy").unwrap();
         let log = creators.reload(false);
         assert_eq!(log.len(), 2, "{log:?}");
         let after = creators.select(Some("wren")).unwrap();
-        assert!(!Arc::ptr_eq(&before, &after), "the replaced file was loaded again");
-        assert_eq!(before.creator(), "Wren", "a request in flight keeps the persona it started with");
+        assert!(
+            !Arc::ptr_eq(&before, &after),
+            "the replaced file was loaded again"
+        );
+        assert_eq!(
+            before.creator(),
+            "Wren",
+            "a request in flight keeps the persona it started with"
+        );
         assert_eq!(creators.select(Some("Ivy")).unwrap().creator(), "Ivy");
-        assert_eq!(creators.select(None).err().unwrap().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            creators.select(None).err().unwrap().status,
+            StatusCode::BAD_REQUEST
+        );
 
         replace(&dir.path().join("ivy.bin"), "");
         let log = creators.reload(false);
-        assert!(log[0].contains("failed, the previous version keeps serving"), "{log:?}");
+        assert!(
+            log[0].contains("failed, the previous version keeps serving"),
+            "{log:?}"
+        );
         assert_eq!(creators.select(Some("Ivy")).unwrap().creator(), "Ivy");
-        assert!(creators.reload(false).is_empty(), "a broken file is reported once, not at every check");
+        assert!(
+            creators.reload(false).is_empty(),
+            "a broken file is reported once, not at every check"
+        );
 
         std::fs::write(dir.path().join("copy.bin"), "wren").unwrap();
         let log = creators.reload(false);
         assert!(log[0].contains("already served from"), "{log:?}");
-        assert_eq!(creators.select(Some("Wren")).unwrap().creator(), "Wren", "the first file keeps the name");
+        assert_eq!(
+            creators.select(Some("Wren")).unwrap().creator(),
+            "Wren",
+            "the first file keeps the name"
+        );
         std::fs::remove_file(dir.path().join("copy.bin")).unwrap();
 
         std::fs::remove_file(dir.path().join("ivy.bin")).unwrap();
         creators.reload(false);
-        assert_eq!(creators.select(Some("Ivy")).err().unwrap().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            creators.select(Some("Ivy")).err().unwrap().status,
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(creators.all().len(), 1);
         assert_eq!(creators.reload(true).len(), 1, "SIGHUP reloads every file");
     }
@@ -330,7 +380,9 @@ mod tests {
     #[test]
     fn two_artifacts_of_one_creator_or_an_empty_directory_stop_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Creators::load(Source::Dir(dir.path().into()), loader()).err().unwrap();
+        let err = Creators::load(Source::Dir(dir.path().into()), loader())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("no `*.bin` file"), "{err}");
         let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
         std::fs::write(&a, "Wren").unwrap();

@@ -1,6 +1,6 @@
 //! One fan turn against the stored history: the order every answering route follows.
 //!
-//! A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
+//! The fan's rate limit is counted first. A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
 //! history is loaded, a retried request with a known `Idempotency-Key` gets the first answer
 //! back, the pipeline answers within the queue and concurrency limits, and the fan's message,
 //! the reply, any handoff and the idempotent response are stored in one transaction. Nothing is
@@ -54,8 +54,17 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
     incoming: Incoming,
 ) -> Result<Outcome, ApiError> {
     let creator = persona.creator().to_string();
+    state.rates.check(
+        &format!("fan\u{1f}{creator}\u{1f}{}", incoming.fan_id),
+        state.options.rate_per_minute,
+        &format!("fan `{}`", incoming.fan_id),
+    )?;
     let turn = state.fans.enter(&creator, &incoming.fan_id).await;
-    let (c, f, key) = (creator.clone(), incoming.fan_id.clone(), incoming.idempotency_key.clone());
+    let (c, f, key) = (
+        creator.clone(),
+        incoming.fan_id.clone(),
+        incoming.idempotency_key.clone(),
+    );
     let (stored, stored_profile, handoff, replay) = state
         .with_store(move |store| {
             let fan = FanRef::new(&c, &f);
@@ -68,8 +77,9 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
         })
         .await?;
     if let Some(response) = replay {
-        let answer = serde_json::from_str(&response)
-            .map_err(|e| ApiError::from_pipeline(anyhow::anyhow!("a stored idempotent response is unreadable: {e}")))?;
+        let answer = serde_json::from_str(&response).map_err(|e| {
+            ApiError::from_pipeline(anyhow::anyhow!("a stored idempotent response is unreadable: {e}"))
+        })?;
         return Ok(Outcome {
             answer,
             replayed: true,
@@ -96,7 +106,10 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
             let exchange = Exchange {
                 profile: incoming.profile.as_ref(),
                 handoff: answer.handoff.as_ref(),
-                idempotency: incoming.idempotency_key.as_deref().map(|k| (k, response.as_str())),
+                idempotency: incoming
+                    .idempotency_key
+                    .as_deref()
+                    .map(|k| (k, response.as_str())),
                 replaces_last: regenerate,
                 ..Exchange::new(&incoming.message, &answer.reply, Timestamp::now())
             };
@@ -107,6 +120,16 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
         answer: value,
         replayed: false,
     })
+}
+
+/// Marks a response that replays an earlier answer (`Idempotent-Replayed: true`).
+pub(super) fn mark_replayed(response: &mut axum::response::Response, replayed: bool) {
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
 }
 
 /// Whether a front end's conversation asks again for the answer to the last stored fan message
@@ -190,7 +213,12 @@ mod tests {
 
     #[test]
     fn a_regenerate_is_told_from_a_repeated_message() {
-        let stored = vec![m(false, "hi"), m(true, "hey you"), m(false, "pets?"), m(true, "a cat")];
+        let stored = vec![
+            m(false, "hi"),
+            m(true, "hey you"),
+            m(false, "pets?"),
+            m(true, "a cat"),
+        ];
         let regenerate = vec![m(false, "hi"), m(true, "hey you"), m(false, "pets?")];
         assert!(is_regenerate(&stored, &regenerate));
         let asked_again = vec![

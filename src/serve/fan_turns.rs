@@ -75,9 +75,16 @@ mod tests {
         }
         let other = tokio::time::timeout(Duration::from_secs(1), turns.enter("Wren", "ben")).await;
         assert!(other.is_ok(), "another fan is not held up");
-        let same_fan_other_creator = tokio::time::timeout(Duration::from_secs(1), turns.enter("Ivy", "ana")).await;
-        assert!(same_fan_other_creator.is_ok(), "nor the same id talking to another creator");
-        assert!(order.lock().unwrap().is_empty(), "nobody ran during the first turn");
+        let same_fan_other_creator =
+            tokio::time::timeout(Duration::from_secs(1), turns.enter("Ivy", "ana")).await;
+        assert!(
+            same_fan_other_creator.is_ok(),
+            "nor the same id talking to another creator"
+        );
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "nobody ran during the first turn"
+        );
         drop(first);
         for w in waiting {
             w.await.unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jiff::Timestamp;
@@ -75,11 +75,6 @@ pub(super) async fn reply<M: ChatModel + Send + Sync + 'static>(
     let persona = state.creators.select(req.creator.as_deref())?;
     let sampling = sampling(&state, req.n)?;
     let key = idempotency_key(&headers)?;
-    state.rates.check(
-        &format!("fan\u{1f}{}\u{1f}{}", persona.creator(), req.fan_id),
-        state.options.rate_per_minute,
-        &format!("fan `{}`", req.fan_id),
-    )?;
     let incoming = Incoming {
         message: Message {
             from_creator: false,
@@ -95,11 +90,7 @@ pub(super) async fn reply<M: ChatModel + Send + Sync + 'static>(
     let budget = state.options.request_timeout * req.n.unwrap_or(1).max(1);
     let outcome = super::within(budget, exchange::run(&state, persona, incoming)).await?;
     let mut response = Json(outcome.answer).into_response();
-    if outcome.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
+    exchange::mark_replayed(&mut response, outcome.replayed);
     Ok(response)
 }
 

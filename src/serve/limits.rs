@@ -156,6 +156,8 @@ mod tests {
             "fans idle for a minute are swept: {} remembered",
             rates.len()
         );
-        rates.check_at("fan1", 1, "a fan", later).expect("a forgotten fan starts afresh");
+        rates
+            .check_at("fan1", 1, "a fan", later)
+            .expect("a forgotten fan starts afresh");
     }
 }

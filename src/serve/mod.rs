@@ -393,11 +393,15 @@ mod tests {
         let body = json!({"model": "Wren", "stream": true, "stream_options": {"include_usage": true},
                           "messages": [{"role": "user", "content": "i made pancakes"}],
                           "temperature": 1.7, "presence_penalty": 0.5, "logit_bias": {}});
-        let (status, headers, bytes) = call_with(&state, "POST", "/v1/chat/completions", Some(body), &[]).await;
+        let (status, headers, bytes) =
+            call_with(&state, "POST", "/v1/chat/completions", Some(body), &[]).await;
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(status, StatusCode::OK, "{text}");
         assert_eq!(headers["content-type"], "text/event-stream");
-        assert!(!text.contains("snapchat"), "nothing unfiltered is streamed: {text}");
+        assert!(
+            !text.contains("snapchat"),
+            "nothing unfiltered is streamed: {text}"
+        );
         let events: Vec<Value> = text
             .split("\n\n")
             .filter_map(|e| e.strip_prefix("data: "))
@@ -427,7 +431,12 @@ mod tests {
             &[],
         )
         .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
     }
 
     #[tokio::test]
@@ -440,7 +449,8 @@ mod tests {
             .header("authorization", "Bearer secret")
             .header("content-type", "application/json")
             .body(Body::from(
-                json!({"stream": true, "user": "gone", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+                json!({"stream": true, "user": "gone", "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
             ))
             .unwrap();
         let response = router(state.clone()).oneshot(request).await.unwrap();
@@ -517,8 +527,14 @@ mod tests {
         let (s1, h1, b1) = call_with(&state, "POST", "/v1/reply", Some(body.clone()), &key).await;
         let (s2, h2, b2) = call_with(&state, "POST", "/v1/reply", Some(body), &key).await;
         assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
-        let (b1, b2): (Value, Value) = (serde_json::from_slice(&b1).unwrap(), serde_json::from_slice(&b2).unwrap());
-        assert_eq!((b1["reply"].as_str(), b2["reply"].as_str()), (Some("first answer"), Some("first answer")));
+        let (b1, b2): (Value, Value) = (
+            serde_json::from_slice(&b1).unwrap(),
+            serde_json::from_slice(&b2).unwrap(),
+        );
+        assert_eq!(
+            (b1["reply"].as_str(), b2["reply"].as_str()),
+            (Some("first answer"), Some("first answer"))
+        );
         assert!(h1.get("idempotent-replayed").is_none());
         assert_eq!(h2["idempotent-replayed"], "true");
         assert_eq!(model.calls().len(), 1, "the retry asked no model");
@@ -535,7 +551,13 @@ mod tests {
         for i in 1..=3 {
             let state = state.clone();
             tasks.push(tokio::spawn(async move {
-                call(&state, "POST", "/v1/reply", Some(json!({"fan_id": "ana", "message": format!("m{i}")}))).await
+                call(
+                    &state,
+                    "POST",
+                    "/v1/reply",
+                    Some(json!({"fan_id": "ana", "message": format!("m{i}")})),
+                )
+                .await
             }));
         }
         for t in tasks {
@@ -555,23 +577,52 @@ mod tests {
         let model = Scripted::new(&["wren here", "ivy here"]);
         let state = state_with(model.clone(), dir.path(), vec![named("Wren"), named("Ivy")]);
         let (_, models) = call(&state, "GET", "/v1/models", None).await;
-        let ids: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+        let ids: Vec<&str> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
         assert_eq!(ids, ["Ivy", "Wren"]);
         let ask = |model: &str| json!({"model": model, "user": "ana", "messages": [{"role": "user", "content": "hi"}]});
         let (status, _) = call(&state, "POST", "/v1/chat/completions", Some(ask("wren"))).await;
         assert_eq!(status, StatusCode::OK);
-        let (status, _) = call(&state, "POST", "/v1/reply", Some(json!({"creator": "Ivy", "fan_id": "ana", "message": "hi"}))).await;
+        let (status, _) = call(
+            &state,
+            "POST",
+            "/v1/reply",
+            Some(json!({"creator": "Ivy", "fan_id": "ana", "message": "hi"})),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert!(crate::answer::prompt::to_text(&model.calls()[1].prompt).contains("Ivy"));
         let (_, wren) = call(&state, "GET", "/v1/fans/ana/messages?creator=Wren", None).await;
         let (_, ivy) = call(&state, "GET", "/v1/fans/ana/messages?creator=Ivy", None).await;
-        assert_eq!((contents(&wren), contents(&ivy)), (vec!["hi".to_string(), "wren here".into()], vec!["hi".to_string(), "ivy here".into()]));
+        assert_eq!(
+            (contents(&wren), contents(&ivy)),
+            (
+                vec!["hi".to_string(), "wren here".into()],
+                vec!["hi".to_string(), "ivy here".into()]
+            )
+        );
 
         let (status, err) = call(&state, "POST", "/v1/chat/completions", Some(ask("Nobody"))).await;
-        assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found")));
-        let (status, err) = call(&state, "POST", "/v1/reply", Some(json!({"fan_id": "ana", "message": "hi"}))).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("model_not_found"))
+        );
+        let (status, err) = call(
+            &state,
+            "POST",
+            "/v1/reply",
+            Some(json!({"fan_id": "ana", "message": "hi"})),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
-        assert!(err["error"]["message"].as_str().unwrap().contains("Ivy, Wren"), "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains("Ivy, Wren"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

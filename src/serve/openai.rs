@@ -163,11 +163,6 @@ pub(super) async fn chat_completions<M: ChatModel + Send + Sync + 'static>(
     let budget = state.options.request_timeout * n.max(1);
     let (answer, replayed) = match fan {
         Some(fan_id) => {
-            state.rates.check(
-                &format!("fan\u{1f}{}\u{1f}{fan_id}", persona.creator()),
-                state.options.rate_per_minute,
-                &format!("fan `{fan_id}`"),
-            )?;
             let message = history
                 .last()
                 .cloned()
@@ -203,18 +198,17 @@ pub(super) async fn chat_completions<M: ChatModel + Send + Sync + 'static>(
             .unwrap_or(false);
         let mut r = Response::new(Body::from(completion.sse(include_usage)));
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         r
     } else {
         Json(completion.json()).into_response()
     };
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
+    exchange::mark_replayed(&mut response, replayed);
     *response.status_mut() = StatusCode::OK;
     Ok(response)
 }
@@ -361,7 +355,12 @@ mod tests {
 
     #[test]
     fn pieces_join_back_to_the_text() {
-        for text in ["", "hey", "hey you  there, how's   it going today? 😘 ok", " lead and trail "] {
+        for text in [
+            "",
+            "hey",
+            "hey you  there, how's   it going today? 😘 ok",
+            " lead and trail ",
+        ] {
             let p = pieces(text, 2);
             assert_eq!(p.concat(), text);
             assert!(p.iter().all(|p| p.split_whitespace().count() <= 2), "{p:?}");
