@@ -287,7 +287,8 @@ pub struct ServeArgs {
     /// Requests per client address per minute, on every /v1 route.
     #[arg(long, value_name = "N", default_value_t = 600)]
     pub client_rate_per_minute: usize,
-    /// Requests that may wait for the LLM at once; more are refused with 503.
+    /// Requests worked on at once (waiting for their fan's turn, the store or the LLM); more are
+    /// refused at once with 503 and Retry-After.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_queue: usize,
     /// Requests that talk to the LLM at once.

@@ -1,6 +1,8 @@
 //! One fan turn against the stored history: the order every answering route follows.
 //!
-//! The fan's rate limit is counted first. A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
+//! The fan's rate limit is counted first, then the request is admitted to the queue or refused at
+//! once with 503, before any store or embedding work, so an overloaded server spends nothing on
+//! requests it will not answer. A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
 //! history is loaded, a retried request with a known `Idempotency-Key` gets the first answer
 //! back, the pipeline answers within the queue and concurrency limits, and the fan's message,
 //! the reply, any handoff and the idempotent response are stored in one transaction. Nothing is
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::errors::ApiError;
 use super::AppState;
@@ -59,6 +62,7 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
         state.options.rate_per_minute,
         &format!("fan `{}`", incoming.fan_id),
     )?;
+    let admitted = admit(state)?;
     let turn = state.fans.enter(&creator, &incoming.fan_id).await;
     let (c, f, key) = (
         creator.clone(),
@@ -95,7 +99,16 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
     }
     history.push(incoming.message.clone());
     let profile = incoming.profile.clone().or(stored_profile);
-    let answer = answer(state, persona, history, profile, handoff, incoming.sampling).await?;
+    let answer = answer(
+        state,
+        &admitted,
+        persona,
+        history,
+        profile,
+        handoff,
+        incoming.sampling,
+    )
+    .await?;
     let value = serde_json::to_value(&answer).map_err(|e| ApiError::from_pipeline(e.into()))?;
     let response = value.to_string();
     state
@@ -149,16 +162,15 @@ pub(super) fn is_regenerate(stored: &[Message], sent: &[Message]) -> bool {
         && replies(sent) + 1 == replies(stored)
 }
 
-/// Runs the pipeline for one fan turn within the queue and concurrency limits.
-pub(super) async fn answer<M: ChatModel + Send + Sync + 'static>(
-    state: &Arc<AppState<M>>,
-    persona: Arc<Persona>,
-    history: Vec<Message>,
-    fan: Option<FanProfile>,
-    handoff: Option<Handoff>,
-    sampling: Sampling,
-) -> Result<Answer, ApiError> {
-    let _slot = state.queue.clone().try_acquire_owned().map_err(|_| {
+/// A request's place in the queue of requests the server works on at once (`--max-queue`): held
+/// from admission to the end of the request, and required to run the pipeline.
+pub(super) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Admits a request to the queue, or refuses it with 503 and `Retry-After` when the queue is full.
+pub(super) fn admit<M>(state: &AppState<M>) -> Result<Admitted, ApiError> {
+    let permit = state.queue.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -167,6 +179,19 @@ pub(super) async fn answer<M: ChatModel + Send + Sync + 'static>(
         e.retry_after = Some(1);
         e
     })?;
+    Ok(Admitted { _permit: permit })
+}
+
+/// Runs the pipeline for one fan turn of an admitted request, within the LLM concurrency limit.
+pub(super) async fn answer<M: ChatModel + Send + Sync + 'static>(
+    state: &Arc<AppState<M>>,
+    _admitted: &Admitted,
+    persona: Arc<Persona>,
+    history: Vec<Message>,
+    fan: Option<FanProfile>,
+    handoff: Option<Handoff>,
+    sampling: Sampling,
+) -> Result<Answer, ApiError> {
     let now = history
         .last()
         .and_then(|m| m.sent_at)

@@ -572,6 +572,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_waiting_for_their_fans_turn_fill_the_queue_so_memory_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Scripted::new(&["r1", "r2", "r3", "r4", "r5"]);
+        let state = state(model, dir.path());
+        // Two fans' turns are held, so their requests wait, admitted, for as long as we like.
+        let held = (
+            state.fans.enter("Wren", "ana").await,
+            state.fans.enter("Wren", "cy").await,
+        );
+        let mut tasks = Vec::new();
+        for fan in ["ana", "ana", "cy", "cy"] {
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                call(
+                    &state,
+                    "POST",
+                    "/v1/reply",
+                    Some(json!({"fan_id": fan, "message": "hi"})),
+                )
+                .await
+            }));
+        }
+        let filled = tokio::time::timeout(Duration::from_secs(10), async {
+            while state.queue.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(filled.await.is_ok(), "the four waiting requests hold the queue");
+        let (status, headers, _) = call_with(
+            &state,
+            "POST",
+            "/v1/reply",
+            Some(json!({"fan_id": "bo", "message": "hi"})),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the queue (4) is full of waiters"
+        );
+        assert_eq!(headers["retry-after"], "1");
+        drop(held);
+        for t in tasks {
+            assert_eq!(t.await.unwrap().0, StatusCode::OK);
+        }
+        let (status, _) = call(
+            &state,
+            "POST",
+            "/v1/reply",
+            Some(json!({"fan_id": "bo", "message": "hi"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "answered again once the queue drains");
+    }
+
+    #[tokio::test]
     async fn two_creators_are_chosen_by_model_and_keep_separate_histories() {
         let dir = tempfile::tempdir().unwrap();
         let model = Scripted::new(&["wren here", "ivy here"]);

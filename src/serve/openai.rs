@@ -179,9 +179,10 @@ pub(super) async fn chat_completions<M: ChatModel + Send + Sync + 'static>(
             (outcome.answer, outcome.replayed)
         }
         None => {
+            let admitted = exchange::admit(&state)?;
             let answer = super::within(
                 budget,
-                exchange::answer(&state, persona.clone(), history, None, None, sampling),
+                exchange::answer(&state, &admitted, persona.clone(), history, None, None, sampling),
             )
             .await?;
             let value = serde_json::to_value(&answer).map_err(|e| ApiError::from_pipeline(e.into()))?;
