@@ -24,11 +24,28 @@ const MIGRATION_LOCK: i64 = 0x0070_6572_736f_6e61;
 
 /// A history database on a PostgreSQL server.
 pub struct PostgresStore {
-    client: Client,
+    /// The connection; `None` only while being dropped.
+    client: Option<Client>,
     /// The URL as given, to reconnect.
     target: String,
     /// The URL without its password, for messages.
     url: String,
+}
+
+impl Drop for PostgresStore {
+    /// The blocking client says goodbye to the server by blocking on its own runtime, which
+    /// panics on an async worker thread (where a server's state is dropped at shutdown): there
+    /// the client is closed on a thread of its own.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::Builder::new()
+                .name("postgres-close".into())
+                .spawn(move || drop(client));
+        }
+    }
 }
 
 /// `url` with its password hidden, for messages.
@@ -50,7 +67,7 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Self> {
         let client = connect(url)?;
         let mut store = PostgresStore {
-            client,
+            client: Some(client),
             target: url.to_string(),
             url: redact(url),
         };
@@ -63,10 +80,12 @@ impl PostgresStore {
     /// The connection, opened again when the server closed it (a restart, a failover, an idle
     /// timeout): the request that finds it closed is answered, not failed.
     fn client(&mut self) -> Result<&mut Client> {
-        if self.client.is_closed() {
-            self.client = connect(&self.target)?;
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(connect(&self.target)?);
         }
-        Ok(&mut self.client)
+        self.client
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the history database `{}` is closed", self.url))
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -408,6 +427,20 @@ mod tests {
     }
 
     #[test]
+    fn a_store_dropped_on_an_async_worker_closes_without_panicking() {
+        let db = FreshDatabase::new();
+        let store = PostgresStore::open(&db.url).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        // Where a server's state is dropped when it shuts down.
+        let dropped = rt.spawn(async move { drop(store) });
+        rt.block_on(dropped)
+            .expect("dropping the store on a worker thread does not panic");
+    }
+
+    #[test]
     fn a_connection_the_server_closed_is_opened_again() {
         let db = FreshDatabase::new();
         let mut store = PostgresStore::open(&db.url).unwrap();
@@ -418,6 +451,18 @@ mod tests {
                 &[],
             )
             .unwrap();
+        // The backend ends asynchronously: wait until it is gone.
+        while admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let fan = FanRef::new("Wren", "ana");
         // The first call may meet the closed connection; the store is usable again right after.
         let _ = store.exists(fan);
