@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load run of `persona serve` against a stand-in instant LLM (eval/bench/instant_llm.py), so the
+# Load run of `persona serve` against a stand-in instant LLM (eval/reliability/standin_llm.py), so the
 # figures measure persona's own work per request: safety, mood and input checks, embedding the
 # query, HNSW search, prompt rendering, the output filter and the history commit.
 # Then the ceiling in the same run: raw batched embeddings/s (benches/embed.rs) divided by the
@@ -18,7 +18,7 @@ persona="${CARGO_TARGET_DIR:-target}/release/persona"
 work="$(mktemp -d)"
 llm_port=18081
 serve_port=18082
-python3 eval/bench/instant_llm.py "$llm_port" & llm_pid=$!
+python3 eval/reliability/standin_llm.py "$llm_port" --mode instant & llm_pid=$!
 cleanup() { kill "$llm_pid" "${serve_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 "$persona" compile training_data/conversations.json -o "$work/persona.bin" >/dev/null 2>&1
