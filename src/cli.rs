@@ -240,6 +240,10 @@ pub struct EvalArgs {
     /// Pairwise accuracy the metric must reach on the contrast set.
     #[arg(long, value_name = "A", default_value_t = 0.85)]
     pub min_validity: f64,
+    /// Pairwise accuracy the metric must reach against another creator's replies (the contrast
+    /// set's optional `other` field).
+    #[arg(long, value_name = "A", default_value_t = 0.75)]
+    pub min_other_validity: f64,
     /// Write report.md, report.json and report.svg here.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,

@@ -53,6 +53,7 @@ pub fn run(base: Overrides, args: EvalArgs) -> Result<ExitCode> {
         systems,
         contrast,
         min_validity: args.min_validity,
+        min_other_validity: args.min_other_validity,
         seed: config.llm.seed.unwrap_or(7),
     };
     let report = evaluate(&config, &options)?;
@@ -142,8 +143,10 @@ pub struct Options {
     pub systems: Vec<System>,
     /// The contrast set for validity.
     pub contrast: PathBuf,
-    /// Validity floor.
+    /// Validity floor against the assistant replies.
     pub min_validity: f64,
+    /// Validity floor against another creator's replies.
+    pub min_other_validity: f64,
     /// Seed for random demos and the bootstrap.
     pub seed: u64,
 }
@@ -158,7 +161,13 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
     if let Some(limit) = options.limit {
         items.truncate(limit.max(1));
     }
-    let validity = validity(&persona, &profile, &options.contrast, options.min_validity)?;
+    let validity = validity(
+        &persona,
+        &profile,
+        &options.contrast,
+        options.min_validity,
+        options.min_other_validity,
+    )?;
     let reals: Vec<&str> = items.iter().map(|i| i.real.as_str()).collect();
     let real_vectors = persona.embed(&reals)?;
 
@@ -248,6 +257,14 @@ pub fn gate_failures(report: &Report, require_knn_beats_zero_shot: bool) -> Vec<
             "the metric cannot tell the creator's voice from an assistant's well enough: style {:.3}, voice_fidelity {:.3}, floor {:.2}",
             v.style, v.voice_fidelity, v.floor
         ));
+    }
+    if let Some(o) = &v.other_creator {
+        if o.style < o.floor || o.voice_fidelity < o.floor {
+            failures.push(format!(
+                "the metric cannot tell the creator from another creator well enough: style {:.3}, voice_fidelity {:.3}, floor {:.2}",
+                o.style, o.voice_fidelity, o.floor
+            ));
+        }
     }
     for (name, s) in &report.systems {
         if s.violations.final_ > 0.0 {

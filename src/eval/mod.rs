@@ -382,6 +382,24 @@ struct ContrastLine {
     real: String,
     voice: String,
     assistant: String,
+    /// Another creator's reply to the same message, in her own voice (optional).
+    #[serde(default)]
+    other: Option<String>,
+}
+
+/// How well the metric tells the creator from another creator answering the same messages: a
+/// harder contrast than an assistant, since both are people writing chat.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherCreator {
+    /// Turns with another creator's reply.
+    pub turns: usize,
+    /// Pairwise accuracy of `style`: real and in-voice replies above the other creator's.
+    pub style: f64,
+    /// Pairwise accuracy of `voice_fidelity`: the in-voice reply above the other creator's, both
+    /// scored against the real reply.
+    pub voice_fidelity: f64,
+    /// The floor both must reach.
+    pub floor: f64,
 }
 
 /// How well the metric tells the creator's voice from an assistant's.
@@ -400,17 +418,26 @@ pub struct Validity {
     pub style_parts: BTreeMap<&'static str, f64>,
     /// The floor both must reach.
     pub floor: f64,
+    /// The same against another creator, when the contrast set has `other` replies.
+    pub other_creator: Option<OtherCreator>,
 }
 
-/// Measures validity on a contrast set.
-pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f64) -> Result<Validity> {
+/// Measures validity on a contrast set: against the assistant replies with `floor`, and against
+/// another creator's replies, where the set has them, with `other_floor`.
+pub fn validity(
+    persona: &Persona,
+    profile: &StyleProfile,
+    path: &Path,
+    floor: f64,
+    other_floor: f64,
+) -> Result<Validity> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the contrast set `{}`", path.display()))?;
     let mut lines = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         lines.push(serde_json::from_str::<ContrastLine>(line).with_context(|| {
             format!(
-                "`{}` line {}: expected {{\"real\", \"voice\", \"assistant\"}} strings",
+                "`{}` line {}: expected {{\"real\", \"voice\", \"assistant\"}} strings (and optionally \"other\")",
                 path.display(),
                 n + 1
             )
@@ -445,6 +472,37 @@ pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f
         let vf_assistant = metrics::voice_fidelity(assistant, metrics::semantic(&v[2], &v[0]), false);
         vf_pairs.push((vf_voice, vf_assistant));
     }
+    let others: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.other.as_deref().map(|o| (i, o)))
+        .collect();
+    let other_creator = if others.is_empty() {
+        None
+    } else {
+        let other_vectors = persona.embed(&others.iter().map(|(_, o)| *o).collect::<Vec<_>>())?;
+        let mut style_pairs = Vec::new();
+        let mut vf_pairs = Vec::new();
+        for ((i, other), ov) in others.iter().zip(&other_vectors) {
+            let (l, v) = (&lines[*i], &vectors[3 * i..3 * i + 3]);
+            let (real, voice, other) = (
+                profile.score(&l.real).style,
+                profile.score(&l.voice).style,
+                profile.score(other).style,
+            );
+            style_pairs.push((real, other));
+            style_pairs.push((voice, other));
+            let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false);
+            let vf_other = metrics::voice_fidelity(other, metrics::semantic(ov, &v[0]), false);
+            vf_pairs.push((vf_voice, vf_other));
+        }
+        Some(OtherCreator {
+            turns: others.len(),
+            style: metrics::pairwise_accuracy(&style_pairs),
+            voice_fidelity: metrics::pairwise_accuracy(&vf_pairs),
+            floor: other_floor,
+        })
+    };
     Ok(Validity {
         contrast: path.to_path_buf(),
         turns: lines.len(),
@@ -455,6 +513,7 @@ pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f
             .zip(parts.iter().map(|p| metrics::pairwise_accuracy(p)))
             .collect(),
         floor,
+        other_creator,
     })
 }
 
@@ -462,4 +521,61 @@ pub fn validity(persona: &Persona, profile: &StyleProfile, path: &Path, floor: f
 pub fn difference(a: &[ItemScore], b: &[ItemScore], metric: fn(&ItemScore) -> f64, seed: u64) -> Interval {
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| metric(x) - metric(y)).collect();
     metrics::bootstrap(&diffs, BOOTSTRAP, seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::answer::testing;
+
+    fn contrast(lines: &[serde_json::Value]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+        f
+    }
+
+    #[test]
+    fn another_creator_is_scored_like_any_contrast_voice_and_only_where_given() {
+        let persona = testing::persona();
+        let profile = StyleProfile::build(
+            &["mm hi petal~ the kettle is on", "haha stop it~ you're sweet"],
+            &["hey whats up", "how was your day"],
+        );
+        let line = |real: &str, voice: &str, assistant: &str| serde_json::json!({"real": real, "voice": voice, "assistant": assistant});
+        let lines = [
+            line(
+                "mm morning~ tea?",
+                "mm the kettle sings~",
+                "Good morning! How can I help you today?",
+            ),
+            line(
+                "haha stop~",
+                "hehe you're sweet~",
+                "Thank you for your kind words!",
+            ),
+        ];
+        let without = contrast(&lines);
+        let v = validity(&persona, &profile, without.path(), 0.85, 0.75).unwrap();
+        assert!(v.other_creator.is_none(), "no `other` field, no figure");
+        // The other creator here writes exactly the assistant's replies: her figures must be the
+        // assistant's, pair for pair.
+        let with: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l["other"] = l["assistant"].clone();
+                l
+            })
+            .collect();
+        let with = contrast(&with);
+        let v = validity(&persona, &profile, with.path(), 0.85, 0.75).unwrap();
+        let o = v.other_creator.expect("the figure is there");
+        assert_eq!(o.turns, 2);
+        assert_eq!((o.style, o.voice_fidelity), (v.style, v.voice_fidelity));
+        assert_eq!(o.floor, 0.75);
+    }
 }

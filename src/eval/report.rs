@@ -80,6 +80,14 @@ pub fn markdown(r: &Report) -> String {
         v.floor,
         v.style_parts.iter().map(|(k, a)| format!("{k} {a:.3}")).collect::<Vec<_>>().join(", ")
     );
+    if let Some(o) = &v.other_creator {
+        let _ = writeln!(
+            out,
+            "\nvalidity against another creator ({} turns; real and in-voice replies vs another creator's replies to the same messages): \
+             style pairwise accuracy {:.3}, voice_fidelity pairwise accuracy {:.3} (floor {:.2})",
+            o.turns, o.style, o.voice_fidelity, o.floor
+        );
+    }
     out
 }
 
