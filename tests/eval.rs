@@ -106,6 +106,19 @@ fn responses_mode_scores_the_real_replies_above_assistant_replies() {
     assert_eq!(real_report["items"].as_array().unwrap().len(), n);
     assert!(real_report["validity"]["style"].as_f64().unwrap() >= 0.85);
     assert!(real_report["validity"]["voice_fidelity"].as_f64().unwrap() >= 0.85);
+    // Verbatim training replies stop outscoring the creator's own in-voice replies once copies
+    // lose their style credit.
+    let copies = &real_report["validity"]["copies"];
+    assert!(
+        copies["with_rule"].as_f64().unwrap() > copies["without_rule"].as_f64().unwrap(),
+        "{copies}"
+    );
+    assert!(
+        real_report["validity"]["other_creator"]["style"]
+            .as_f64()
+            .unwrap()
+            >= 0.75
+    );
 }
 
 #[test]

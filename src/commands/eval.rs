@@ -15,7 +15,9 @@ use crate::cli::EvalArgs;
 use crate::commands::compile::progress_bar;
 use crate::config::{Config, Overrides};
 use crate::eval::report::{self, Report};
-use crate::eval::{difference, generate, items, read_responses, score, validity, ItemScore, Reply, System};
+use crate::eval::{
+    difference, generate, items, read_responses, score, validity, ItemScore, Reply, System, TrainingReplies,
+};
 
 /// Runs `persona eval`: the report on stdout (and in `--report DIR`); with `--gate`, exit 1 when a
 /// gate condition fails, otherwise the failures are printed as warnings and the exit code is 0.
@@ -161,12 +163,14 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
     if let Some(limit) = options.limit {
         items.truncate(limit.max(1));
     }
+    let training = TrainingReplies::of(&persona)?;
     let validity = validity(
         &persona,
         &profile,
         &options.contrast,
         options.min_validity,
         options.min_other_validity,
+        &training,
     )?;
     let reals: Vec<&str> = items.iter().map(|i| i.real.as_str()).collect();
     let real_vectors = persona.embed(&reals)?;
@@ -202,6 +206,7 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
             &items,
             &real_vectors,
             replies,
+            &training,
             options.seed,
         )?;
         systems.insert(system.name(), summary);

@@ -14,10 +14,13 @@ pub fn semantic(reply: &[f32], real: &[f32]) -> f64 {
 }
 
 /// `voice_fidelity` in [0, 1]: 0.75 style + 0.25 semantic, and 0 for a reply the filter blocks.
-pub fn voice_fidelity(style: f64, semantic: f64, violates: bool) -> f64 {
+/// A near-verbatim copy of a training reply ([`super::copying`]) gets no style credit: its style
+/// is the creator's own, not the system's.
+pub fn voice_fidelity(style: f64, semantic: f64, violates: bool, copied: bool) -> f64 {
     if violates {
         0.0
     } else {
+        let style = if copied { 0.0 } else { style };
         (STYLE_WEIGHT * style + (1.0 - STYLE_WEIGHT) * semantic).clamp(0.0, 1.0)
     }
 }
@@ -127,8 +130,12 @@ mod tests {
             0.0,
             "negative cosine clips to 0"
         );
-        assert!((voice_fidelity(0.5, 1.0, false) - 0.625).abs() < 1e-12);
-        assert_eq!(voice_fidelity(0.9, 0.9, true), 0.0);
+        assert!((voice_fidelity(0.5, 1.0, false, false) - 0.625).abs() < 1e-12);
+        assert_eq!(voice_fidelity(0.9, 0.9, true, false), 0.0);
+        assert!(
+            (voice_fidelity(0.9, 0.4, false, true) - 0.1).abs() < 1e-12,
+            "a copy keeps only its semantic part"
+        );
     }
 
     #[test]

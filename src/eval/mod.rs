@@ -4,9 +4,10 @@
 //! DSPy's LabeledFewShot; `knn`: the real pipeline; or `responses`: replies given in a file) on the
 //! same held-out turns with the same LLM settings, scores every reply (`style`, `semantic`,
 //! violations, `voice_fidelity`), checks that the metric itself tells the creator's voice from an
-//! assistant's on the contrast set, and builds the report. Metrics are in `metrics` and `style`;
-//! rendering the report is in `report`.
+//! assistant's on the contrast set, and builds the report. Metrics are in `metrics`, `style` and
+//! `copying` (near-verbatim copies of training replies); rendering the report is in `report`.
 
+pub mod copying;
 pub mod injection;
 pub mod metrics;
 pub mod report;
@@ -158,6 +159,8 @@ pub struct Reply {
     pub text: String,
     /// Whether the first draft was blocked by the filter (`None` when there was no draft).
     pub draft_blocked: Option<bool>,
+    /// The gold replies of the demos the reply was written from.
+    pub demos: Vec<String>,
 }
 
 /// Generates the replies of one LLM system through the answer pipeline. `best_of_3` also yields
@@ -203,11 +206,13 @@ pub async fn generate<M: ChatModel>(
             firsts.push(Reply {
                 text: first.reply.as_str().to_string(),
                 draft_blocked: None,
+                demos: answer.demos.iter().map(|d| d.reply.clone()).collect(),
             });
         }
         replies.push(Reply {
             text: answer.reply.as_str().to_string(),
             draft_blocked: answer.filter.output.first().map(|v| v.blocked),
+            demos: answer.demos.iter().map(|d| d.reply.clone()).collect(),
         });
         progress();
     }
@@ -282,8 +287,51 @@ pub fn read_responses(path: &Path, n: usize) -> Result<Vec<Reply>> {
         .map(|text| Reply {
             text,
             draft_blocked: None,
+            demos: Vec::new(),
         })
         .collect())
+}
+
+/// The creator's replies the artifact was compiled from, each with the conversation before it:
+/// what demos are drawn from.
+pub(crate) fn training_turns(persona: &Persona) -> Result<Vec<(Vec<Message>, Message)>> {
+    let a = &persona.artifact;
+    let mut decoded = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(a.examples.len());
+    for e in &a.examples {
+        if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(e.conversation) {
+            slot.insert(a.conversations.get(e.conversation as usize)?);
+        }
+        let conversation = &decoded[&e.conversation];
+        let turn = e.turn as usize;
+        let (before, reply) = conversation
+            .messages
+            .get(..turn)
+            .zip(conversation.messages.get(turn))
+            .context("an example outside its conversation; recompile the artifact")?;
+        out.push((before.to_vec(), reply.clone()));
+    }
+    Ok(out)
+}
+
+/// The training replies as text and as words, for copy detection.
+pub struct TrainingReplies {
+    /// The replies.
+    pub texts: Vec<String>,
+    /// Each reply's words ([`copying::words`]).
+    pub words: Vec<Vec<String>>,
+}
+
+impl TrainingReplies {
+    /// The persona's training replies.
+    pub fn of(persona: &Persona) -> Result<Self> {
+        let texts: Vec<String> = training_turns(persona)?
+            .into_iter()
+            .map(|(_, r)| r.content)
+            .collect();
+        let words = texts.iter().map(|t| copying::words(t)).collect();
+        Ok(TrainingReplies { texts, words })
+    }
 }
 
 /// Per-item scores.
@@ -303,6 +351,8 @@ pub struct ItemScore {
     pub style: f64,
     /// Whether the final reply is blocked by the filter.
     pub violates: bool,
+    /// How much of it is copied from its demos or any training reply.
+    pub copying: copying::Copying,
 }
 
 /// A system's summary.
@@ -316,6 +366,10 @@ pub struct SystemSummary {
     pub style: Interval,
     /// Violation shares before and after the filter stage.
     pub violations: Violations,
+    /// Share of replies that are near-verbatim copies of a training reply.
+    pub copy_rate: f64,
+    /// The longest span of words shared with one of the reply's own demos, on average.
+    pub demo_span: f64,
 }
 
 /// Shares of replies the filter blocks.
@@ -336,6 +390,7 @@ pub fn score(
     items: &[Item],
     real_vectors: &[Vec<f32>],
     replies: &[Reply],
+    training: &TrainingReplies,
     seed: u64,
 ) -> Result<(SystemSummary, Vec<ItemScore>)> {
     let texts: Vec<&str> = replies.iter().map(|r| r.text.as_str()).collect();
@@ -351,14 +406,17 @@ pub fn score(
             .find(|m| !m.from_creator)
             .map(|m| m.content.as_str());
         let violates = persona.check_in_context(&reply.text, fan)?.blocked;
+        let demos: Vec<Vec<String>> = reply.demos.iter().map(|d| copying::words(d)).collect();
+        let copying = copying::measure(&reply.text, &demos, &training.words);
         scores.push(ItemScore {
             index: i,
             system: system.name(),
             reply: reply.text.clone(),
-            voice_fidelity: metrics::voice_fidelity(style, semantic, violates),
+            voice_fidelity: metrics::voice_fidelity(style, semantic, violates, copying.copied),
             semantic,
             style,
             violates,
+            copying,
         });
     }
     let column = |f: fn(&ItemScore) -> f64| scores.iter().map(f).collect::<Vec<f64>>();
@@ -372,6 +430,8 @@ pub fn score(
             draft: (!drafts.is_empty()).then(|| share(drafts.iter().filter(|b| **b).count(), drafts.len())),
             final_: share(scores.iter().filter(|s| s.violates).count(), scores.len()),
         },
+        copy_rate: share(scores.iter().filter(|s| s.copying.copied).count(), scores.len()),
+        demo_span: column(|s| s.copying.demo_span as f64).iter().sum::<f64>() / scores.len().max(1) as f64,
     };
     Ok((summary, scores))
 }
@@ -420,16 +480,35 @@ pub struct Validity {
     pub floor: f64,
     /// The same against another creator, when the contrast set has `other` replies.
     pub other_creator: Option<OtherCreator>,
+    /// The copy rule's effect.
+    pub copies: CopyContrast,
 }
 
-/// Measures validity on a contrast set: against the assistant replies with `floor`, and against
-/// another creator's replies, where the set has them, with `other_floor`.
+/// What the copy rule does on the contrast set: the in-voice reply against the training reply
+/// closest to the real one, sent verbatim (what a model that parrots its best demo would send).
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyContrast {
+    /// Turns compared.
+    pub turns: usize,
+    /// Of those verbatim training replies, how many the rule flags as copies (a reply under
+    /// [`copying::MIN_SPAN`] words cannot be told from a coincidence).
+    pub flagged: usize,
+    /// Pairwise accuracy of `voice_fidelity`, the in-voice reply above the copy, without the rule.
+    pub without_rule: f64,
+    /// The same with the rule.
+    pub with_rule: f64,
+}
+
+/// Measures validity on a contrast set: against the assistant replies with `floor`, against
+/// another creator's replies, where the set has them, with `other_floor`, and against verbatim
+/// copies of `training` replies.
 pub fn validity(
     persona: &Persona,
     profile: &StyleProfile,
     path: &Path,
     floor: f64,
     other_floor: f64,
+    training: &TrainingReplies,
 ) -> Result<Validity> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the contrast set `{}`", path.display()))?;
@@ -468,8 +547,8 @@ pub fn validity(
         let (real, voice, assistant) = (r.style, vo.style, a.style);
         style_pairs.push((real, assistant));
         style_pairs.push((voice, assistant));
-        let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false);
-        let vf_assistant = metrics::voice_fidelity(assistant, metrics::semantic(&v[2], &v[0]), false);
+        let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false, false);
+        let vf_assistant = metrics::voice_fidelity(assistant, metrics::semantic(&v[2], &v[0]), false, false);
         vf_pairs.push((vf_voice, vf_assistant));
     }
     let others: Vec<(usize, &str)> = lines
@@ -492,8 +571,8 @@ pub fn validity(
             );
             style_pairs.push((real, other));
             style_pairs.push((voice, other));
-            let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false);
-            let vf_other = metrics::voice_fidelity(other, metrics::semantic(ov, &v[0]), false);
+            let vf_voice = metrics::voice_fidelity(voice, metrics::semantic(&v[1], &v[0]), false, false);
+            let vf_other = metrics::voice_fidelity(other, metrics::semantic(ov, &v[0]), false, false);
             vf_pairs.push((vf_voice, vf_other));
         }
         Some(OtherCreator {
@@ -503,6 +582,7 @@ pub fn validity(
             floor: other_floor,
         })
     };
+    let copies = copy_contrast(persona, profile, &lines, &vectors, training)?;
     Ok(Validity {
         contrast: path.to_path_buf(),
         turns: lines.len(),
@@ -514,6 +594,49 @@ pub fn validity(
             .collect(),
         floor,
         other_creator,
+        copies,
+    })
+}
+
+/// The copy rule on the contrast set: see [`CopyContrast`]. `vectors` holds each line's real,
+/// in-voice and assistant vectors, in that order.
+fn copy_contrast(
+    persona: &Persona,
+    profile: &StyleProfile,
+    lines: &[ContrastLine],
+    vectors: &[Vec<f32>],
+    training: &TrainingReplies,
+) -> Result<CopyContrast> {
+    let refs: Vec<&str> = training.texts.iter().map(String::as_str).collect();
+    let train_vectors = persona.embed(&refs)?;
+    let (mut without, mut with, mut flagged) = (Vec::new(), Vec::new(), 0);
+    for (l, v) in lines.iter().zip(vectors.chunks_exact(3)) {
+        let nearest = train_vectors
+            .iter()
+            .map(|t| metrics::semantic(t, &v[0]))
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((j, semantic)) = nearest else {
+            continue;
+        };
+        let copy = &training.texts[j];
+        let copied = copying::measure(copy, &[], &training.words).copied;
+        flagged += usize::from(copied);
+        let style = profile.score(copy).style;
+        let voice = metrics::voice_fidelity(
+            profile.score(&l.voice).style,
+            metrics::semantic(&v[1], &v[0]),
+            false,
+            false,
+        );
+        without.push((voice, metrics::voice_fidelity(style, semantic, false, false)));
+        with.push((voice, metrics::voice_fidelity(style, semantic, false, copied)));
+    }
+    Ok(CopyContrast {
+        turns: without.len(),
+        flagged,
+        without_rule: metrics::pairwise_accuracy(&without),
+        with_rule: metrics::pairwise_accuracy(&with),
     })
 }
 
@@ -541,6 +664,7 @@ mod tests {
     #[test]
     fn another_creator_is_scored_like_any_contrast_voice_and_only_where_given() {
         let persona = testing::persona();
+        let training = TrainingReplies::of(&persona).unwrap();
         let profile = StyleProfile::build(
             &["mm hi petal~ the kettle is on", "haha stop it~ you're sweet"],
             &["hey whats up", "how was your day"],
@@ -559,7 +683,7 @@ mod tests {
             ),
         ];
         let without = contrast(&lines);
-        let v = validity(&persona, &profile, without.path(), 0.85, 0.75).unwrap();
+        let v = validity(&persona, &profile, without.path(), 0.85, 0.75, &training).unwrap();
         assert!(v.other_creator.is_none(), "no `other` field, no figure");
         // The other creator here writes exactly the assistant's replies: her figures must be the
         // assistant's, pair for pair.
@@ -572,7 +696,7 @@ mod tests {
             })
             .collect();
         let with = contrast(&with);
-        let v = validity(&persona, &profile, with.path(), 0.85, 0.75).unwrap();
+        let v = validity(&persona, &profile, with.path(), 0.85, 0.75, &training).unwrap();
         let o = v.other_creator.expect("the figure is there");
         assert_eq!(o.turns, 2);
         assert_eq!((o.style, o.voice_fidelity), (v.style, v.voice_fidelity));

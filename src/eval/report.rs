@@ -47,17 +47,21 @@ pub fn markdown(r: &Report) -> String {
         s["seed"],
         s["k"]
     );
-    out.push_str("| system | voice_fidelity | semantic | style | violations (draft -> final) |\n");
-    out.push_str("|---|---|---|---|---|\n");
+    out.push_str(
+        "| system | voice_fidelity | semantic | style | violations (draft -> final) | copies (longest demo span) |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|\n");
     for (name, m) in &r.systems {
         let draft = m.violations.draft.map_or("-".to_string(), |d| format!("{d:.3}"));
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {draft} -> {:.3} |",
+            "| {name} | {} | {} | {} | {draft} -> {:.3} | {:.3} ({:.1} words) |",
             cell(&m.voice_fidelity),
             cell(&m.semantic),
             cell(&m.style),
-            m.violations.final_
+            m.violations.final_,
+            m.copy_rate,
+            m.demo_span
         );
     }
     out.push_str("\nmeans with bootstrap 95% intervals over turns.\n");
@@ -79,6 +83,13 @@ pub fn markdown(r: &Report) -> String {
         v.voice_fidelity,
         v.floor,
         v.style_parts.iter().map(|(k, a)| format!("{k} {a:.3}")).collect::<Vec<_>>().join(", ")
+    );
+    let c = &v.copies;
+    let _ = writeln!(
+        out,
+        "\ncopies ({} turns; the in-voice reply vs the training reply nearest the real one, sent verbatim; \
+         {} of those flagged as copies): voice_fidelity pairwise accuracy {:.3} without the copy rule, {:.3} with it",
+        c.turns, c.flagged, c.without_rule, c.with_rule
     );
     if let Some(o) = &v.other_creator {
         let _ = writeln!(

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::metrics::{self, Interval};
@@ -214,24 +214,13 @@ pub fn run(persona: &Persona, items: &[Item], seed: u64) -> Result<Report> {
     let window = a.settings.retrieval.context_messages;
     // The training examples: their rendered context (what their vectors embed), their gold
     // reply, and the conversation before it.
-    let mut decoded = HashMap::new();
     let mut contexts = Vec::with_capacity(a.examples.len());
     let mut replies = Vec::with_capacity(a.examples.len());
     let mut befores: Vec<Vec<Message>> = Vec::with_capacity(a.examples.len());
-    for e in &a.examples {
-        if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(e.conversation) {
-            slot.insert(a.conversations.get(e.conversation as usize)?);
-        }
-        let conversation = &decoded[&e.conversation];
-        let turn = e.turn as usize;
-        let (before, reply) = conversation
-            .messages
-            .get(..turn)
-            .zip(conversation.messages.get(turn))
-            .context("an example outside its conversation; recompile the artifact")?;
-        contexts.push(transcript::embedding_text(before, window));
-        replies.push(reply.content.clone());
-        befores.push(before.to_vec());
+    for (before, reply) in super::training_turns(persona)? {
+        contexts.push(transcript::embedding_text(&before, window));
+        replies.push(reply.content);
+        befores.push(before);
     }
     let reply_refs: Vec<&str> = replies.iter().map(String::as_str).collect();
     let reply_vectors = persona.embed(&reply_refs)?;
