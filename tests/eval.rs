@@ -79,9 +79,14 @@ fn responses_mode_scores_the_real_replies_above_assistant_replies() {
             report.to_str().unwrap(),
         ])
         .success();
-        for f in ["report.md", "report.json", "report.svg"] {
+        for f in ["report.md", "report.json", "report.svg", "side_by_side.md"] {
             assert!(report.join(f).exists(), "{f} written");
         }
+        let page = std::fs::read_to_string(report.join("side_by_side.md")).unwrap();
+        assert!(
+            page.matches("**Real reply:**").count() == n.min(12),
+            "one section per sampled turn: {page}"
+        );
         serde_json::from_str(&out).unwrap()
     };
     let real_report = run(&real_file);

@@ -250,6 +250,20 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
         differences,
         validity,
         items: all_items,
+        turn_texts: items
+            .iter()
+            .map(|i| crate::eval::report::TurnText {
+                conversation: i.conversation.clone(),
+                fan: i
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|m| !m.from_creator)
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default(),
+                real: i.real.clone(),
+            })
+            .collect(),
     })
 }
 

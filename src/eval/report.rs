@@ -28,6 +28,19 @@ pub struct Report {
     pub validity: Validity,
     /// Per-item scores.
     pub items: Vec<ItemScore>,
+    /// What each held-out turn was: the fan's message and the creator's real reply.
+    pub turn_texts: Vec<TurnText>,
+}
+
+/// One held-out turn as a person reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnText {
+    /// The conversation's id.
+    pub conversation: String,
+    /// The fan's last message before the reply.
+    pub fan: String,
+    /// The creator's real reply.
+    pub real: String,
 }
 
 fn cell(i: &Interval) -> String {
@@ -177,7 +190,63 @@ pub fn svg(r: &Report) -> String {
     out
 }
 
-/// Writes `report.md`, `report.json` and `report.svg` into `dir` (created if missing).
+/// Text made safe for one Markdown table cell.
+fn table_text(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', "<br>")
+}
+
+/// The turns a side-by-side page shows: at most `sample`, spread evenly over all of them.
+fn sampled(turns: usize, sample: usize) -> Vec<usize> {
+    if turns == 0 || sample == 0 {
+        return Vec::new();
+    }
+    let step = turns.div_ceil(sample);
+    (0..turns).step_by(step).collect()
+}
+
+/// A page to read as a person: for a sample of turns, the fan's message, the real reply, and each
+/// system's reply with its scores.
+pub fn side_by_side(r: &Report, sample: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Side by side: {} of {} held-out turns\n\nEach system's final reply with voice_fidelity (vf), style, semantic (sem), the longest \
+         run of words shared with its own demos, and whether it is a near-verbatim copy of a training reply.\n",
+        sampled(r.turn_texts.len(), sample).len(),
+        r.turn_texts.len()
+    );
+    for t in sampled(r.turn_texts.len(), sample) {
+        let turn = &r.turn_texts[t];
+        let _ = writeln!(
+            out,
+            "## Turn {t} (conversation {})\n\n**Fan:** {}\n\n**Real reply:** {}\n",
+            turn.conversation,
+            turn.fan.replace('\n', " "),
+            turn.real.replace('\n', " ")
+        );
+        out.push_str(
+            "| system | reply | vf | style | sem | demo span | copy |\n|---|---|---|---|---|---|---|\n",
+        );
+        for i in r.items.iter().filter(|i| i.index == t) {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {} | {} |",
+                i.system,
+                table_text(&i.reply),
+                i.voice_fidelity,
+                i.style,
+                i.semantic,
+                i.copying.demo_span,
+                if i.copying.copied { "yes" } else { "no" }
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes `report.md`, `report.json`, `report.svg` and `side_by_side.md` into `dir` (created if
+/// missing).
 pub fn write_dir(r: &Report, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the report directory `{}`", dir.display()))?;
@@ -187,5 +256,26 @@ pub fn write_dir(r: &Report, dir: &Path) -> Result<()> {
         serde_json::to_string_pretty(r)?.as_bytes(),
     )?;
     crate::artifact::write_atomic(&dir.join("report.svg"), svg(r).as_bytes())?;
+    crate::artifact::write_atomic(&dir.join("side_by_side.md"), side_by_side(r, 12).as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_is_spread_over_every_turn() {
+        assert_eq!(
+            sampled(124, 12),
+            [0, 11, 22, 33, 44, 55, 66, 77, 88, 99, 110, 121]
+        );
+        assert_eq!(sampled(3, 12), [0, 1, 2]);
+        assert!(sampled(0, 12).is_empty());
+    }
+
+    #[test]
+    fn a_table_cell_keeps_its_pipes_and_newlines_inside() {
+        assert_eq!(table_text("a | b\nc"), "a \\| b<br>c");
+    }
 }
