@@ -134,7 +134,7 @@ impl Vectors {
     /// Vector `i`, if there is one.
     pub fn get(&self, i: usize) -> Option<&[f32]> {
         let start = i.checked_mul(self.dims)?;
-        self.data.get(start..start + self.dims)
+        self.data.get(start..start.checked_add(self.dims)?)
     }
 
     /// Every vector in order.

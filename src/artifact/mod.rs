@@ -63,6 +63,9 @@ const FIXED_HEADER: usize = 8 + 4 + 4 + 4 + 4;
 const ENTRY: usize = 4 + 4 + 8 + 8 + 8;
 const ALIGN: usize = 64;
 const MAX_SECTIONS: usize = 1024;
+/// The most embedding dimensions an artifact may declare: far above any sentence model's, and low
+/// enough that every size computed from it (feature vectors, vector rows) fits a `usize`.
+pub const MAX_DIMS: usize = 1 << 16;
 
 const TAG_MANIFEST: u32 = 1;
 const TAG_SETTINGS: u32 = 2;
@@ -298,6 +301,38 @@ pub fn read(path: &Path) -> Result<Artifact> {
     decode(Arc::new(map), &name)
 }
 
+/// Rewrites every checksum of an artifact's bytes in place: each section's whose range lies inside
+/// the buffer, then the header's. Returns whether the buffer had a whole header to reseal.
+///
+/// For fuzzing and tests only: it lets damaged *contents* reach the checks after the checksums,
+/// which nearly every random change would otherwise stop at. It never fails and never panics;
+/// bytes too short to hold the header and section table are left as they are.
+#[doc(hidden)]
+pub fn reseal_checksums(bytes: &mut [u8]) -> bool {
+    if bytes.len() < FIXED_HEADER {
+        return false;
+    }
+    let count = u32_at(bytes, 16) as usize;
+    if count > MAX_SECTIONS || bytes.len() < header_len(count) {
+        return false;
+    }
+    for i in 0..count {
+        let at = FIXED_HEADER + i * ENTRY;
+        let (start, len) = (u64_at(bytes, at + 8), u64_at(bytes, at + 16));
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(s, l)| Some(s..s.checked_add(l)?));
+        if let Some(sum) = range.and_then(|r| bytes.get(r)).map(xxh3_64) {
+            bytes[at + 24..at + 32].copy_from_slice(&sum.to_le_bytes());
+        }
+    }
+    let table_end = header_len(count) - 8;
+    let sum = xxh3_64(&bytes[..table_end]);
+    bytes[table_end..table_end + 8].copy_from_slice(&sum.to_le_bytes());
+    true
+}
+
 /// A section's place in the file.
 struct Entry {
     tag: u32,
@@ -407,6 +442,13 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
     }
     let inconsistent = |what: String| anyhow::anyhow!("`{name}` is inconsistent: {what}; {rebuild}");
     manifest.hnsw.check().map_err(inconsistent)?;
+    let dims = manifest.embedding.dims;
+    if !(1..=MAX_DIMS).contains(&dims) {
+        return Err(inconsistent(format!(
+            "the manifest's `embedding.dims` is {dims}, outside 1 to {MAX_DIMS}"
+        )));
+    }
+    settings.filter.check().map_err(inconsistent)?;
     if !(1..=32).contains(&settings.retrieval.k) {
         return Err(inconsistent(format!(
             "`retrieval.k` is {}, outside 1 to 32",
@@ -446,7 +488,6 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
             turn: p[1],
         })
         .collect();
-    let dims = manifest.embedding.dims;
     let flat: Flat<f32> = view(&map, find(TAG_VECTORS), "vectors", name, rebuild)?;
     let floats = flat.len();
     let vectors = Vectors::from_flat(flat, dims)
@@ -694,13 +735,6 @@ mod tests {
         read(&path)
     }
 
-    /// Rewrites the header's checksum after a deliberate header change.
-    fn reseal(bytes: &mut [u8]) {
-        let end = header_len(u32_at(bytes, 16) as usize) - 8;
-        let sum = xxh3_64(&bytes[..end]);
-        bytes[end..end + 8].copy_from_slice(&sum.to_le_bytes());
-    }
-
     #[test]
     fn round_trips_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -741,7 +775,7 @@ mod tests {
         older[12..16].copy_from_slice(&1u32.to_le_bytes());
         let mut newer_compatible = good.clone();
         newer_compatible[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-        reseal(&mut newer_compatible);
+        assert!(reseal_checksums(&mut newer_compatible));
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty", vec![], "not a persona artifact"),
             (
@@ -768,6 +802,40 @@ mod tests {
     }
 
     #[test]
+    fn resealing_lets_damaged_contents_past_the_checksums_and_never_panics() {
+        let good = bytes_of(&sample());
+        let mut resealed = good.clone();
+        assert!(reseal_checksums(&mut resealed));
+        assert_eq!(resealed, good, "a sound artifact is left as it is");
+        // A damaged last section (the style profile's JSON): the checksum no longer catches it,
+        // the decoder does.
+        let mut damaged = good.clone();
+        let last = damaged.len() - 1;
+        damaged[last] = b'!';
+        assert!(read_bytes(&damaged).unwrap_err().to_string().contains("checksum"));
+        assert!(reseal_checksums(&mut damaged));
+        let err = format!("{:#}", read_bytes(&damaged).unwrap_err());
+        assert!(
+            err.contains("style profile") && !err.contains("checksum"),
+            "{err}"
+        );
+        // Too short for a header, or a table that does not fit: left alone.
+        for len in [0, 8, FIXED_HEADER, FIXED_HEADER + 8] {
+            let mut short = good[..len].to_vec();
+            assert!(!reseal_checksums(&mut short), "{len} bytes");
+            assert_eq!(short, good[..len]);
+        }
+        // A section whose range runs past the end keeps its checksum; the header is resealed.
+        let mut past_end = good.clone();
+        past_end[FIXED_HEADER + 16..FIXED_HEADER + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(reseal_checksums(&mut past_end));
+        assert!(read_bytes(&past_end)
+            .unwrap_err()
+            .to_string()
+            .contains("runs past the end"));
+    }
+
+    #[test]
     fn settings_a_reader_cannot_use_are_refused() {
         let mut huge_ef = sample();
         huge_ef.manifest.hnsw.ef_search = 1 << 40;
@@ -775,10 +843,25 @@ mod tests {
         no_k.settings.retrieval.k = 0;
         let mut ghost = sample();
         ghost.manifest.heldout.conversations = vec![usize::MAX];
+        // Such dims overflowed the feature-vector size of a learned filter (see
+        // tests/fuzz_regressions/artifact).
+        let mut huge_dims = sample();
+        huge_dims.manifest.embedding.dims = 1 << 62;
+        let mut no_dims = sample();
+        no_dims.manifest.embedding.dims = 0;
+        // Every attempt is a model call per fan message: u32::MAX of them never finish.
+        let mut endless = sample();
+        endless.settings.filter.attempts = u32::MAX;
+        let mut no_attempts = sample();
+        no_attempts.settings.filter.attempts = 0;
         for (name, artifact, expected) in [
             ("ef_search", huge_ef, "index.ef_search"),
             ("k", no_k, "retrieval.k"),
             ("held-out", ghost, "held-out conversation"),
+            ("huge dims", huge_dims, "embedding.dims"),
+            ("zero dims", no_dims, "embedding.dims"),
+            ("endless attempts", endless, "filter.attempts"),
+            ("no attempts", no_attempts, "filter.attempts"),
         ] {
             let err = read_bytes(&bytes_of(&artifact)).unwrap_err().to_string();
             assert!(

@@ -122,8 +122,13 @@ pub fn texts_to_embed(text: &str, fan_message: Option<&str>) -> Vec<String> {
 }
 
 /// The length of a feature vector for `dims`-dimensional embeddings and `categories` categories.
+///
+/// Saturates instead of overflowing: a stored model is compared against this length, and a
+/// damaged artifact's dimensions must fail that comparison, not the arithmetic.
 pub fn len(dims: usize, categories: usize) -> usize {
-    4 * dims + categories + HASH_DIMS
+    dims.saturating_mul(4)
+        .saturating_add(categories)
+        .saturating_add(HASH_DIMS)
 }
 
 /// Builds the feature vector from the embeddings of [`texts_to_embed`] (same order), the index of

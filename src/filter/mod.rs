@@ -152,7 +152,28 @@ impl Default for FilterSettings {
     }
 }
 
+/// The most generation attempts `filter.attempts` allows: each is a model call per fan message.
+pub const MAX_ATTEMPTS: u32 = 10;
+
 impl FilterSettings {
+    /// Checks the numbers the runtime relies on, from `persona.toml` or from an artifact: the
+    /// attempts (each a model call) and the semantic threshold. The message names the setting.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !(1..=MAX_ATTEMPTS).contains(&self.attempts) {
+            return Err(format!(
+                "`filter.attempts` must be between 1 and {MAX_ATTEMPTS}, got {}",
+                self.attempts
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.semantic_threshold) {
+            return Err(format!(
+                "`filter.semantic_threshold` must be between 0 and 1, got {}",
+                self.semantic_threshold
+            ));
+        }
+        Ok(())
+    }
+
     /// The settings of a filter that only classifies fans' messages (the safety check, the mood
     /// reader): these categories, no semantic stage, no retries, fallbacks or judge.
     pub fn classifier(categories: Vec<Category>, enabled: bool, learned: bool) -> Self {
@@ -228,15 +249,7 @@ impl FilterFile {
                 None => s.categories.push(category),
             }
         }
-        if s.attempts == 0 || s.attempts > 10 {
-            bail!("`filter.attempts` must be between 1 and 10, got {}", s.attempts);
-        }
-        if !(0.0..=1.0).contains(&s.semantic_threshold) {
-            bail!(
-                "`filter.semantic_threshold` must be between 0 and 1, got {}",
-                s.semantic_threshold
-            );
-        }
+        s.check().map_err(anyhow::Error::msg)?;
         Ok(s)
     }
 }

@@ -34,7 +34,7 @@ pub(super) fn sampling<M>(state: &AppState<M>, n: Option<u32>) -> Result<Samplin
 }
 
 /// The request's `Idempotency-Key`, checked: 1 to 255 printable ASCII characters.
-pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -49,9 +49,9 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 /// The body of `POST /v1/reply`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ReplyRequest {
-    fan_id: String,
-    message: String,
+pub struct ReplyRequest {
+    pub fan_id: String,
+    pub message: String,
     #[serde(default)]
     creator: Option<String>,
     #[serde(default)]
@@ -59,7 +59,7 @@ pub(super) struct ReplyRequest {
     #[serde(default)]
     fan: Option<FanProfile>,
     #[serde(default)]
-    n: Option<u32>,
+    pub n: Option<u32>,
 }
 
 /// `POST /v1/reply`: answers a fan from their stored history and stores the exchange.

@@ -15,9 +15,10 @@ mod creators;
 mod errors;
 mod exchange;
 mod fan_turns;
-mod handlers;
+// Public for the fuzz harness of the request bodies (fuzz/src/serve_bodies.rs).
+pub mod handlers;
 mod limits;
-mod openai;
+pub mod openai;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

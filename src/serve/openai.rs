@@ -42,10 +42,11 @@ use crate::llm::ChatModel;
 
 /// The body of `POST /v1/chat/completions`; unknown OpenAI fields are ignored.
 #[derive(Deserialize)]
-pub(super) struct ChatRequest {
+pub struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
-    messages: Vec<ChatMessageIn>,
+    /// The conversation as the front end holds it.
+    pub messages: Vec<ChatMessageIn>,
     #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
@@ -64,8 +65,9 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// One message of a chat completions request.
 #[derive(Deserialize)]
-struct ChatMessageIn {
+pub struct ChatMessageIn {
     role: String,
     #[serde(default)]
     content: Option<Value>,
@@ -88,7 +90,7 @@ fn content_text(i: usize, content: &Option<Value>) -> Result<String, ApiError> {
 }
 
 /// The conversation of a request, its last message the fan's (checked) with the time now.
-fn chat_history(messages: &[ChatMessageIn]) -> Result<Vec<Message>, ApiError> {
+pub fn chat_history(messages: &[ChatMessageIn]) -> Result<Vec<Message>, ApiError> {
     let mut history = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let text = content_text(i, &m.content)?;
@@ -120,7 +122,7 @@ fn chat_history(messages: &[ChatMessageIn]) -> Result<Vec<Message>, ApiError> {
 }
 
 /// The fan a request names: `user`, else the `X-OpenWebUI-User-Id` header.
-fn fan_id(req: &ChatRequest, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn fan_id(req: &ChatRequest, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let (id, field) = match (&req.user, headers.get("x-openwebui-user-id")) {
         (Some(user), _) if !user.trim().is_empty() => (user.trim().to_string(), "`user`"),
         (_, Some(header)) => (
