@@ -8,7 +8,7 @@ sampled from /proc), and after the load stops, how long until a fan gets a 200 a
     python3 eval/reliability/overload.py --persona target/debug/persona --artifact A.bin \
         [--levels 100 400] [--seconds 15] [--max-queue 8] [--delay 1] [--json]
 
-Exits 1 if a refusal is slow (p99 over 1 s), a request fails in a way other than a status code
+Exits 1 if refusals are slow (median over 250 ms), a request fails in a way other than a status code
 the server documents for overload, or the server does not answer again within 3x --delay after
 the load. Loopback only; stops everything it started.
 """
@@ -128,8 +128,10 @@ def main():
                 failures.append(f"{level} fans: requests ended otherwise than 200/429/503: {sorted(map(str, odd))}")
             if not refused:
                 failures.append(f"{level} fans: nothing was refused; the load did not exceed the queue")
-            elif percentile(refused, 0.99) > 1.0:
-                failures.append(f"{level} fans: refusals are slow (p99 {percentile(refused, 0.99):.2f} s)")
+            elif percentile(refused, 0.5) > 0.25:
+                # The median, not the tail: on a starved machine the tail is TCP retrying a
+                # connection the accept loop had no CPU to take, not the server's queue.
+                failures.append(f"{level} fans: refusals are slow (p50 {percentile(refused, 0.5):.2f} s)")
             if back is None or back > 3 * o.delay:
                 failures.append(f"{level} fans: no 200 within {3 * o.delay} s after the load")
     finally:

@@ -33,7 +33,7 @@ soak() { python3 eval/reliability/soak.py --persona "$persona" --artifact "$work
 if [ "$short" = 1 ]; then
   soak --history "$work/short.sqlite3" --llm faulty --fans 6 --messages 6 --seconds 30 --kill-every 2 5
   soak --history "$pg_url" --llm faulty --fans 6 --messages 6 --seconds 30 --kill-every 2 5
-  python3 eval/reliability/overload.py --persona "$persona" --artifact "$work/persona.bin" --levels 200 --seconds 5
+  python3 eval/reliability/overload.py --persona "$persona" --artifact "$work/persona.bin" --levels 100 --seconds 5
 else
   for llm in instant faulty; do
     soak --history "$work/$llm.sqlite3" --llm "$llm" --fans 9 --messages 30 --seconds 150 --kill-every 1.5 5
