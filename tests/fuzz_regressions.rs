@@ -176,17 +176,19 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, other: &[u8]) {
 fn mutation_smoke() {
     let total: f64 = std::env::var("PERSONA_FUZZ_SMOKE_SECONDS")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
         .unwrap_or(60.0);
+    // Odd, so never the generator's stuck state 0.
     let seed = std::env::var("PERSONA_FUZZ_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
+        })
+        | 1;
     let targets: [(&str, Run); 5] = [
         ("dataset", harness::dataset::run),
         ("artifact", harness::artifact::run),

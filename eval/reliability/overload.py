@@ -74,8 +74,11 @@ def recovery(server, run, delay):
     """Seconds from the end of the load until a fresh fan gets a 200."""
     started = time.monotonic()
     while time.monotonic() - started < 30:
-        status, _, _ = harness.request("127.0.0.1", server.port, "POST", "/v1/reply",
-                                       {"fan_id": f"after-{run}", "message": "hi, you there?"}, timeout=60)
+        try:
+            status, _, _ = harness.request("127.0.0.1", server.port, "POST", "/v1/reply",
+                                           {"fan_id": f"after-{run}", "message": "hi, you there?"}, timeout=60)
+        except OSError:
+            status = None
         if status == 200:
             return time.monotonic() - started
         time.sleep(0.1)
@@ -94,14 +97,17 @@ def main():
     o = p.parse_args()
     work = tempfile.mkdtemp(prefix="persona-overload-")
     run = str(int(time.time()))
-    llm, llm_url = harness.start_llm("slow", delay=o.delay)
-    server = harness.Server(o.persona, [
-        "--artifact", o.artifact, "--history", os.path.join(work, "h.sqlite3"), "--llm-url", llm_url,
-        "--timeout", str(o.delay * 5), "--rate-per-minute", "100000", "--client-rate-per-minute", "100000000",
-        "--max-queue", str(o.max_queue), "--llm-concurrency", "2", "--reload-every", "0"],
-        os.path.join(work, "serve.log"))
     results, failures = [], []
+    llm = server = None
     try:
+        llm, llm_url = harness.start_llm("slow", delay=o.delay)
+        # The LLM timeout is far above the wait at the back of the queue (max-queue / 2 answers at
+        # a time x delay), so a busy machine gives no 504.
+        server = harness.Server(o.persona, [
+            "--artifact", o.artifact, "--history", os.path.join(work, "h.sqlite3"), "--llm-url", llm_url,
+            "--timeout", str(o.delay * 20), "--rate-per-minute", "100000", "--client-rate-per-minute", "100000000",
+            "--max-queue", str(o.max_queue), "--llm-concurrency", "2", "--reload-every", "0"],
+            os.path.join(work, "serve.log"))
         server.start()
         harness.request("127.0.0.1", server.port, "POST", "/v1/reply", {"fan_id": f"warm-{run}", "message": "hi"})
         idle = server.rss_kib()
@@ -135,7 +141,8 @@ def main():
             if back is None or back > 3 * o.delay:
                 failures.append(f"{level} fans: no 200 within {3 * o.delay} s after the load")
     finally:
-        server.stop()
+        if server:
+            server.stop()
         harness.stop(llm)
     for r in results:
         if o.json:

@@ -74,17 +74,19 @@ def send(port, route, model, fan_id, text, key):
     return status, reply, h.get("idempotent-replayed") == "true"
 
 
-def run_fan(port_of, model, run, fan, messages, deadline, rng, stats, lock):
-    """One fan's conversation; returns {msg index: reply} for every message that got a 200."""
+def run_fan(port_of, model, run, fan, messages, deadline, rng, stats, lock, answered, sent):
+    """One fan's conversation; fills `answered` with {msg index: reply} for every message that
+    got a 200 and `sent` with {msg index: text}, as it goes."""
     route = ["reply", "chat", "stream"][fan % 3]
     fan_id = f"soak-{run}-{fan}"
-    answered = {}
     for msg in range(messages):
         text = fan_text(run, fan, msg, rng)
-        key = f"{run}-{fan}-{msg}"
+        sent[msg] = text
+        # The same key for every fan's message `msg`: a key must be scoped to its fan.
+        key = f"{run}-{msg}"
         for _ in range(40):
             if time.monotonic() > deadline:
-                return answered
+                return
             try:
                 status, reply, replayed = send(port_of(), route, model, fan_id, text, key)
             except ConnectionRefusedError:
@@ -100,17 +102,18 @@ def run_fan(port_of, model, run, fan, messages, deadline, rng, stats, lock):
                 answered[msg] = reply
                 break
             if status not in ("cut", "refused") and status not in RETRYABLE:
-                raise SystemExit(f"fan {fan} msg {msg}: unexpected status {status}")
+                raise RuntimeError(f"fan {fan} msg {msg}: unexpected status {status}")
             time.sleep(rng.uniform(0.05, 0.3))
-    return answered
 
 
-def check(run, fans, answered, histories):
+def check(run, fans, answered, histories, sent=None):
     """The checker, pure: `answered[fan]` is {msg: reply} of the 200s, `histories[fan]` the stored
-    messages ([{from_creator, content}]). Returns a list of violations (strings)."""
+    messages ([{from_creator, content}]), `sent[fan]` the texts sent ({msg: text}; optional).
+    Returns a list of violations (strings)."""
     violations = []
     for fan in range(fans):
         stored = histories.get(fan, [])
+        texts = (sent or {}).get(fan, {})
         seen, last = set(), -1
         for pos, m in enumerate(stored):
             if m["from_creator"]:
@@ -122,6 +125,8 @@ def check(run, fans, answered, histories):
                 violations.append(f"fan {fan}: foreign message at {pos}: {m['content']!r}")
                 continue
             msg = int(tag.group(3))
+            if msg in texts and m["content"] != texts[msg]:
+                violations.append(f"fan {fan}: msg {msg} stored as {m['content']!r}, sent as {texts[msg]!r}")
             if msg in seen:
                 violations.append(f"fan {fan}: msg {msg} stored twice")
             elif msg < last:
@@ -160,10 +165,14 @@ def self_test():
         "not stored": {0: [f(0, 0), r("a")], 1: clean[1]},
         "differs": {0: [f(0, 0), r("a"), f(0, 1), r("B")], 1: clean[1]},
     }
+    sent = {0: {0: f(0, 0)["content"], 1: f(0, 1)["content"]}}
+    altered = {0: [{"from_creator": False, "content": "hey [soak t fan 0 msg 0]"}, r("a"), f(0, 1), r("b")],
+               1: clean[1]}
+    assert any("sent as" in v for v in check(run, 2, answered, altered, sent)), "checker missed an altered text"
     for expected, histories in cases.items():
         found = check(run, 2, answered, histories)
         assert any(expected in v for v in found), f"checker missed '{expected}': {found}"
-    print(f"soak checker self-test: clean history passes, {len(cases)} planted violations found")
+    print(f"soak checker self-test: clean history passes, {len(cases) + 1} planted violations found")
 
 
 def main():
@@ -187,25 +196,36 @@ def main():
     rng = random.Random(o.seed)
     run = f"{int(time.time())}{rng.randrange(1000):03d}"
     work = tempfile.mkdtemp(prefix="persona-soak-")
-    llm, llm_url = harness.start_llm(o.llm, seed=o.seed, stall=3, fault_rate=0.3)
-    server = harness.Server(o.persona, [
-        "--artifact", o.artifact, "--history", o.history, "--llm-url", llm_url, "--timeout", "1",
-        "--rate-per-minute", "100000", "--client-rate-per-minute", "100000000", "--reload-every", "0",
-        "--max-queue", "64", "--llm-concurrency", "4"], os.path.join(work, "serve.log"))
     stats = {"attempts": 0, "status": {}, "replayed": 0, "kills": 0}
     lock = threading.Lock()
-    answered, done = {}, threading.Event()
+    answered = {f: {} for f in range(o.fans)}
+    sent = {f: {} for f in range(o.fans)}
+    errors, done = [], threading.Event()
     started = time.monotonic()
     deadline = started + o.seconds
+    llm = server = None
+    histories = {}
     try:
+        llm, llm_url = harness.start_llm(o.llm, seed=o.seed, stall=3, fault_rate=0.3)
+        server = harness.Server(o.persona, [
+            "--artifact", o.artifact, "--history", o.history, "--llm-url", llm_url, "--timeout", "1",
+            "--rate-per-minute", "100000", "--client-rate-per-minute", "100000000", "--reload-every", "0",
+            "--max-queue", "64", "--llm-concurrency", "4"], os.path.join(work, "serve.log"))
         server.start()
         model = json.loads(harness.request("127.0.0.1", server.port, "GET", "/v1/models")[2])["data"][0]["id"]
 
-        def fan_thread(fan):
-            answered[fan] = run_fan(lambda: server.port, model, run, fan, o.messages, deadline,
-                                    random.Random(o.seed * 1000 + fan), stats, lock)
+        def guarded(name, body):
+            # An exception in a thread would otherwise vanish, and the run pass unchecked.
+            def run_guarded():
+                try:
+                    body()
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(f"{name}: {type(e).__name__}: {e}")
+            return threading.Thread(target=run_guarded, daemon=True)
 
-        threads = [threading.Thread(target=fan_thread, args=(f,)) for f in range(o.fans)]
+        threads = [guarded(f"fan {f}", lambda f=f: run_fan(
+            lambda: server.port, model, run, f, o.messages, deadline,
+            random.Random(o.seed * 1000 + f), stats, lock, answered[f], sent[f])) for f in range(o.fans)]
         for t in threads:
             t.start()
 
@@ -215,7 +235,7 @@ def main():
                 stats["kills"] += 1
                 server.start()
 
-        k = threading.Thread(target=killer)
+        k = guarded("killer", killer)
         k.start()
         for t in threads:
             t.join()
@@ -224,14 +244,24 @@ def main():
         # The histories are read from a server started after the last kill.
         server.kill()
         server.start()
-        histories = {}
         for fan in range(o.fans):
             status, _, body = harness.request("127.0.0.1", server.port, "GET", f"/v1/fans/soak-{run}-{fan}/messages")
-            histories[fan] = json.loads(body)["messages"] if status == 200 else []
+            if status == 200:
+                histories[fan] = json.loads(body)["messages"]
+            elif status == 404:
+                histories[fan] = []
+            else:
+                errors.append(f"reading fan {fan}'s history: status {status}")
     finally:
-        server.stop()
+        done.set()
+        if server:
+            server.stop()
         harness.stop(llm)
-    violations = check(run, o.fans, answered, histories)
+    violations = check(run, o.fans, answered, histories, sent)
+    if stats["kills"] == 0:
+        errors.append("the server was never killed: the run proves nothing; give it more --seconds")
+    if not any(answered.values()):
+        errors.append("no message was answered: the run proves nothing")
     backend = "postgres" if o.history.startswith("postgres") else "sqlite"
     summary = {
         "backend": backend, "llm": o.llm, "fans": o.fans, "seconds": round(time.monotonic() - started, 1),
@@ -253,7 +283,9 @@ def main():
               f"checked ({summary['stored_messages']} stored messages), violations: {len(violations)}")
     for v in violations[:50]:
         print("VIOLATION", v, file=sys.stderr)
-    if violations:
+    for e in errors:
+        print("ERROR", e, file=sys.stderr)
+    if violations or errors:
         print(f"server log: {os.path.join(work, 'serve.log')}", file=sys.stderr)
         sys.exit(1)
 

@@ -22,6 +22,11 @@ LINES = [
     "omg yes, that sounds so cozy",
     "you always know what to say 💕",
 ]
+# Endings make replies vary (240 combinations), so a checker comparing a replayed reply with the
+# stored one is not fooled by a fresh reply that happens to match.
+ENDINGS = ["tell me more", "what about you?", "hehe", "anyway...", "so cozy", "ok ok", "you first",
+           "promise?", "lol", "mm hm", "right??", "aww"]
+EMOJI = ["", " 💕", " 🙈", " ✨"]
 FAULTS = ["stall", "500", "not_json", "no_choices", "no_field", "drop"]
 
 
@@ -47,7 +52,8 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             fault = self.server.rng.random() < opts.fault_rate if opts.mode == "faulty" else False
             kind = self.server.rng.choice(FAULTS) if fault else None
-            line = self.server.rng.choice(LINES)
+            rng = self.server.rng
+            line = f"{rng.choice(LINES)} {rng.choice(ENDINGS)}{rng.choice(EMOJI)}"
         if opts.mode == "slow":
             time.sleep(opts.delay)
         if kind == "stall":

@@ -611,10 +611,12 @@ fn copy_contrast(
     let train_vectors = persona.embed(&refs)?;
     let (mut without, mut with, mut flagged) = (Vec::new(), Vec::new(), 0);
     for (l, v) in lines.iter().zip(vectors.chunks_exact(3)) {
+        // Never the real reply itself (an artifact compiled without a hold-out holds it).
         let nearest = train_vectors
             .iter()
             .map(|t| metrics::semantic(t, &v[0]))
             .enumerate()
+            .filter(|(j, _)| training.texts[*j].trim() != l.real.trim())
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some((j, semantic)) = nearest else {
             continue;

@@ -197,11 +197,8 @@ fn table_text(text: &str) -> String {
 
 /// The turns a side-by-side page shows: at most `sample`, spread evenly over all of them.
 fn sampled(turns: usize, sample: usize) -> Vec<usize> {
-    if turns == 0 || sample == 0 {
-        return Vec::new();
-    }
-    let step = turns.div_ceil(sample);
-    (0..turns).step_by(step).collect()
+    let shown = sample.min(turns);
+    (0..shown).map(|k| k * turns / shown).collect()
 }
 
 /// A page to read as a person: for a sample of turns, the fan's message, the real reply, and each
@@ -268,9 +265,11 @@ mod tests {
     fn the_sample_is_spread_over_every_turn() {
         assert_eq!(
             sampled(124, 12),
-            [0, 11, 22, 33, 44, 55, 66, 77, 88, 99, 110, 121]
+            [0, 10, 20, 31, 41, 51, 62, 72, 82, 93, 103, 113]
         );
+        assert_eq!(sampled(13, 12).len(), 12, "a full sample, not every second turn");
         assert_eq!(sampled(3, 12), [0, 1, 2]);
+        assert!(sampled(5, 0).is_empty());
         assert!(sampled(0, 12).is_empty());
     }
 

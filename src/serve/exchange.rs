@@ -2,7 +2,7 @@
 //!
 //! The fan's rate limit is counted first, then the request is admitted to the queue or refused at
 //! once with 503, before any store or embedding work, so an overloaded server spends nothing on
-//! requests it will not answer. A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
+//! requests it will not answer (a refused retry whose answer is stored gets it replayed). A fan's turns run one at a time, in arrival order (per creator and fan); under that turn the
 //! history is loaded, a retried request with a known `Idempotency-Key` gets the first answer
 //! back, the pipeline answers within the queue and concurrency limits, and the fan's message,
 //! the reply, any handoff and the idempotent response are stored in one transaction. Nothing is
@@ -62,7 +62,12 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
         state.options.rate_per_minute,
         &format!("fan `{}`", incoming.fan_id),
     )?;
-    let admitted = admit(state)?;
+    let admitted = match admit(state) {
+        Ok(admitted) => admitted,
+        // A retry whose answer is already stored is answered from the store even when the
+        // queue is full: replaying costs one read, and the client was told to retry.
+        Err(refused) => return replay_or(state, &creator, &incoming, refused).await,
+    };
     let turn = state.fans.enter(&creator, &incoming.fan_id).await;
     let (c, f, key) = (
         creator.clone(),
@@ -81,13 +86,7 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
         })
         .await?;
     if let Some(response) = replay {
-        let answer = serde_json::from_str(&response).map_err(|e| {
-            ApiError::from_pipeline(anyhow::anyhow!("a stored idempotent response is unreadable: {e}"))
-        })?;
-        return Ok(Outcome {
-            answer,
-            replayed: true,
-        });
+        return replayed(&response);
     }
     let regenerate = incoming
         .sent
@@ -132,6 +131,37 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
     Ok(Outcome {
         answer: value,
         replayed: false,
+    })
+}
+
+/// The stored answer to a request's `Idempotency-Key`, if there is one; else `refused`.
+async fn replay_or<M: ChatModel + Send + Sync + 'static>(
+    state: &Arc<AppState<M>>,
+    creator: &str,
+    incoming: &Incoming,
+    refused: ApiError,
+) -> Result<Outcome, ApiError> {
+    let Some(key) = incoming.idempotency_key.clone() else {
+        return Err(refused);
+    };
+    let (c, f) = (creator.to_string(), incoming.fan_id.clone());
+    let stored = state
+        .with_store(move |store| store.idempotent_response(FanRef::new(&c, &f), &key))
+        .await?;
+    match stored {
+        Some(response) => replayed(&response),
+        None => Err(refused),
+    }
+}
+
+/// The outcome of a replay from its stored response.
+fn replayed(response: &str) -> Result<Outcome, ApiError> {
+    let answer = serde_json::from_str(response).map_err(|e| {
+        ApiError::from_pipeline(anyhow::anyhow!("a stored idempotent response is unreadable: {e}"))
+    })?;
+    Ok(Outcome {
+        answer,
+        replayed: true,
     })
 }
 

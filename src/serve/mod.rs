@@ -575,8 +575,12 @@ mod tests {
     #[tokio::test]
     async fn requests_waiting_for_their_fans_turn_fill_the_queue_so_memory_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let model = Scripted::new(&["r1", "r2", "r3", "r4", "r5"]);
+        let model = Scripted::new(&["r0", "r1", "r2", "r3", "r4", "r5"]);
         let state = state(model, dir.path());
+        let dee = json!({"fan_id": "dee", "message": "hi"});
+        let key = [("idempotency-key", "k1")];
+        let (status, _, first) = call_with(&state, "POST", "/v1/reply", Some(dee.clone()), &key).await;
+        assert_eq!(status, StatusCode::OK);
         // Two fans' turns are held, so their requests wait, admitted, for as long as we like.
         let held = (
             state.fans.enter("Wren", "ana").await,
@@ -615,6 +619,11 @@ mod tests {
             "the queue (4) is full of waiters"
         );
         assert_eq!(headers["retry-after"], "1");
+        // A retry whose answer is stored is replayed even now: it costs one read.
+        let (status, headers, again) = call_with(&state, "POST", "/v1/reply", Some(dee), &key).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["idempotent-replayed"], "true");
+        assert_eq!(again, first);
         drop(held);
         for t in tasks {
             assert_eq!(t.await.unwrap().0, StatusCode::OK);
