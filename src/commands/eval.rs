@@ -16,7 +16,8 @@ use crate::commands::compile::progress_bar;
 use crate::config::{Config, Overrides};
 use crate::eval::report::{self, Report};
 use crate::eval::{
-    difference, generate, items, read_responses, score, validity, ItemScore, Reply, System, TrainingReplies,
+    difference, generate, items, read_responses, score, validity, ItemScore, Reference, Reply, System,
+    TrainingReplies,
 };
 
 /// Runs `persona eval`: the report on stdout (and in `--report DIR`); with `--gate`, exit 1 when a
@@ -198,17 +199,13 @@ pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
     let mut systems = BTreeMap::new();
     let mut all_items = Vec::new();
     let mut by_system: BTreeMap<System, Vec<ItemScore>> = BTreeMap::new();
+    let reference = Reference {
+        items: &items,
+        real_vectors: &real_vectors,
+        training: &training,
+    };
     for (system, replies) in &runs {
-        let (summary, scores) = score(
-            &persona,
-            &profile,
-            *system,
-            &items,
-            &real_vectors,
-            replies,
-            &training,
-            options.seed,
-        )?;
+        let (summary, scores) = score(&persona, &profile, *system, &reference, replies, options.seed)?;
         systems.insert(system.name(), summary);
         by_system.insert(*system, scores.clone());
         all_items.extend(scores);

@@ -382,17 +382,31 @@ pub struct Violations {
     pub final_: f64,
 }
 
+/// What every system's replies are scored against: the held-out turns, their real replies'
+/// vectors, and the training replies (for copies).
+pub struct Reference<'a> {
+    /// The held-out turns.
+    pub items: &'a [Item],
+    /// The embedding of each turn's real reply.
+    pub real_vectors: &'a [Vec<f32>],
+    /// The training replies.
+    pub training: &'a TrainingReplies,
+}
+
 /// Scores the replies of one system.
 pub fn score(
     persona: &Persona,
     profile: &StyleProfile,
     system: System,
-    items: &[Item],
-    real_vectors: &[Vec<f32>],
+    reference: &Reference<'_>,
     replies: &[Reply],
-    training: &TrainingReplies,
     seed: u64,
 ) -> Result<(SystemSummary, Vec<ItemScore>)> {
+    let Reference {
+        items,
+        real_vectors,
+        training,
+    } = *reference;
     let texts: Vec<&str> = replies.iter().map(|r| r.text.as_str()).collect();
     let vectors = persona.embed(&texts)?;
     let mut scores = Vec::with_capacity(items.len());
