@@ -31,8 +31,8 @@ pg_url="$(bash scripts/pg.sh url)"
 python3 eval/reliability/soak.py --self-test
 soak() { python3 eval/reliability/soak.py --persona "$persona" --artifact "$work/persona.bin" "$@"; }
 if [ "$short" = 1 ]; then
-  soak --history "$work/short.sqlite3" --llm faulty --fans 6 --messages 6 --seconds 30 --kill-every 2 5
-  soak --history "$pg_url" --llm faulty --fans 6 --messages 6 --seconds 30 --kill-every 2 5
+  soak --history "$work/short.sqlite3" --llm faulty --fans 6 --messages 10 --seconds 25 --kill-every 1 3
+  soak --history "$pg_url" --llm faulty --fans 6 --messages 10 --seconds 25 --kill-every 1 3
   python3 eval/reliability/overload.py --persona "$persona" --artifact "$work/persona.bin" --levels 100 --seconds 5
 else
   for llm in instant faulty; do
