@@ -4,11 +4,13 @@
 //! Owns the [`Store`] contract every backend keeps: one transaction per exchange (the fan's
 //! message with the reply it got, plus its handoff and idempotent response), so a process killed
 //! at any point leaves every committed exchange intact and no half of one; only a
-//! [`CleanReply`] is ever stored as the creator's message; schemas are versioned and migrated
+//! [`CleanReply`] is ever stored as the creator's message; review mode's [`drafts`] wait for a
+//! person's decision in the same store; schemas are versioned and migrated
 //! once even when two processes open a database at once. Backends: [`sqlite`] (the embedded
 //! default, a file) and [`postgres`] (one history shared by several servers). `ask --fan`,
 //! `fans` and `serve` use it. It knows nothing of prompts or models.
 
+pub mod drafts;
 pub mod postgres;
 pub mod sqlite;
 
@@ -20,6 +22,8 @@ use jiff::Timestamp;
 use crate::answer::refine::CleanReply;
 use crate::conversation::{FanProfile, Message};
 use crate::safety::Handoff;
+
+pub use self::drafts::{Decision, DraftStatus, NewDraft, Refusal, StoredDraft};
 
 /// The longest fan id accepted.
 pub const MAX_FAN_ID_CHARS: usize = 128;
@@ -76,8 +80,29 @@ pub trait Store: Send {
     /// most recently active first; `handoffs` left empty (see [`Store::fans`]).
     fn fan_rows(&mut self, creator: Option<&str>) -> Result<Vec<FanSummary>>;
 
-    /// Forgets a fan's messages (the profile stays); returns how many were deleted.
+    /// Forgets a fan's messages and drafts (the profile stays); returns how many messages were
+    /// deleted.
     fn reset(&mut self, fan: FanRef<'_>) -> Result<usize>;
+
+    /// Records a draft in one transaction: the fan's message (unless it regenerates a draft,
+    /// which becomes superseded; refused when that one is no longer pending), the draft, its
+    /// handoff, idempotent response and profile. Creates the fan if needed.
+    fn record_draft(&mut self, fan: FanRef<'_>, draft: &NewDraft<'_>) -> Result<()>;
+
+    /// Pending drafts, oldest first, narrowed to a creator and a fan when given.
+    fn pending_drafts(&mut self, creator: Option<&str>, fan: Option<&str>) -> Result<Vec<StoredDraft>>;
+
+    /// A draft by id, whatever its status.
+    fn draft(&mut self, id: &str) -> Result<Option<StoredDraft>>;
+
+    /// Decides a draft in one transaction, under the rules of [`drafts::refusal`]: an approval
+    /// stores its reply as the creator's message. Returns the decided draft, or why not.
+    fn decide_draft(
+        &mut self,
+        id: &str,
+        decision: Decision<'_>,
+        at: Timestamp,
+    ) -> Result<std::result::Result<StoredDraft, Refusal>>;
 
     /// A fan's open handoffs, oldest first.
     fn open_handoffs(&mut self, fan: FanRef<'_>) -> Result<Vec<Handoff>> {
@@ -244,6 +269,9 @@ pub struct FanSummary {
     pub last_message: Option<String>,
     /// When it was sent (RFC 3339).
     pub last_at: Option<String>,
+    /// When the message before it was sent, to tell a fan returning after a silence.
+    #[serde(skip)]
+    pub previous_at: Option<String>,
     /// Open handoffs, oldest first.
     pub handoffs: Vec<Handoff>,
 }
@@ -483,6 +511,174 @@ mod tests {
             assert_eq!(store.clear_handoff(k("kid"), now).unwrap(), Some(1));
             assert_eq!(store.stopping_handoff(k("kid")).unwrap(), None);
             assert_eq!(store.clear_handoff(k("kid"), now).unwrap(), Some(0));
+        });
+    }
+
+    #[test]
+    fn a_draft_enters_the_history_once_when_approved_and_never_when_stale_handed_off_or_decided() {
+        on_both(|store, c| {
+            let k = |id| FanRef::new(c, id);
+            let texts = |store: &mut dyn Store, id| -> Vec<String> {
+                store
+                    .load(k(id))
+                    .unwrap()
+                    .0
+                    .into_iter()
+                    .map(|m| m.content)
+                    .collect()
+            };
+            let now = at("2026-01-01T10:00:00Z");
+            let proposed = CleanReply::for_tests("hey you");
+            let record = |store: &mut dyn Store, fan_id, id, message: &Message, regenerates| {
+                let draft = NewDraft {
+                    id,
+                    fan_message: message,
+                    draft: &proposed,
+                    answer: r#"{"demos":[]}"#,
+                    created_at: now,
+                    handoff: None,
+                    idempotency: None,
+                    profile: None,
+                    regenerates,
+                };
+                store.record_draft(k(fan_id), &draft)
+            };
+            let hi = fan("hi", "2026-01-01T10:00:00Z");
+            record(store, "ana", "dr_a1", &hi, None).unwrap();
+            assert_eq!(
+                texts(store, "ana"),
+                ["hi"],
+                "the fan's message is stored, the draft is not"
+            );
+            let pending = store.pending_drafts(Some(c), None).unwrap();
+            assert_eq!(pending.len(), 1);
+            assert_eq!(
+                (pending[0].draft.as_str(), pending[0].answer["demos"].is_array()),
+                ("hey you", true)
+            );
+
+            // A regenerate supersedes the draft and does not store the fan's message again.
+            record(store, "ana", "dr_a2", &hi, Some("dr_a1")).unwrap();
+            assert!(
+                record(store, "ana", "dr_a3", &hi, Some("dr_a1")).is_err(),
+                "already superseded"
+            );
+            assert_eq!(texts(store, "ana"), ["hi"]);
+            assert_eq!(
+                store.draft("dr_a1").unwrap().unwrap().status,
+                DraftStatus::Superseded
+            );
+
+            let edited = CleanReply::for_tests("hey you, edited");
+            let approved = store
+                .decide_draft("dr_a2", Decision::Approve(&edited), now)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (approved.status, approved.reply.as_deref()),
+                (DraftStatus::Approved, Some("hey you, edited"))
+            );
+            let twice = store
+                .decide_draft("dr_a2", Decision::Approve(&edited), now)
+                .unwrap();
+            assert_eq!(twice, Err(Refusal::Decided(DraftStatus::Approved)));
+            assert_eq!(
+                texts(store, "ana"),
+                ["hi", "hey you, edited"],
+                "one history entry"
+            );
+            assert_eq!(
+                store
+                    .decide_draft("dr_a1", Decision::Approve(&edited), now)
+                    .unwrap(),
+                Err(Refusal::Decided(DraftStatus::Superseded))
+            );
+            assert_eq!(
+                store.decide_draft("dr_none", Decision::Reject, now).unwrap(),
+                Err(Refusal::NotFound)
+            );
+
+            // The fan wrote again: the older draft answers an older message.
+            record(store, "bo", "dr_b1", &fan("hi", "2026-01-01T10:00:00Z"), None).unwrap();
+            record(
+                store,
+                "bo",
+                "dr_b2",
+                &fan("hello??", "2026-01-01T10:01:00Z"),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                store
+                    .decide_draft("dr_b1", Decision::Approve(&proposed), now)
+                    .unwrap(),
+                Err(Refusal::Stale)
+            );
+            assert_eq!(
+                store
+                    .decide_draft("dr_b1", Decision::Reject, now)
+                    .unwrap()
+                    .unwrap()
+                    .status,
+                DraftStatus::Rejected
+            );
+            assert_eq!(store.pending_drafts(Some(c), Some("bo")).unwrap().len(), 1);
+
+            // The fan was handed to a human after the draft was made.
+            record(store, "kid", "dr_k1", &fan("hey", "2026-01-01T10:00:00Z"), None).unwrap();
+            let handoff = Handoff {
+                category: "minor".into(),
+                reason: "matches a `minor` pattern".into(),
+                at: now,
+                stop: true,
+            };
+            let safe = CleanReply::for_tests("take care");
+            let with_handoff = NewDraft {
+                id: "dr_k2",
+                fan_message: &fan("im 15", "2026-01-01T10:02:00Z"),
+                draft: &safe,
+                answer: "{}",
+                created_at: now,
+                handoff: Some(&handoff),
+                idempotency: Some(("key-1", r#"{"draft_id":"dr_k2"}"#)),
+                profile: None,
+                regenerates: None,
+            };
+            store.record_draft(k("kid"), &with_handoff).unwrap();
+            assert_eq!(
+                store.idempotent_response(k("kid"), "key-1").unwrap().as_deref(),
+                Some(r#"{"draft_id":"dr_k2"}"#)
+            );
+            assert_eq!(store.stopping_handoff(k("kid")).unwrap(), Some(handoff));
+            // dr_k1 is stale as well as handed off; the handoff's own reply may be sent.
+            assert!(store
+                .decide_draft("dr_k1", Decision::Approve(&proposed), now)
+                .unwrap()
+                .is_err());
+            assert!(store
+                .decide_draft("dr_k2", Decision::Approve(&safe), now)
+                .unwrap()
+                .is_ok());
+            record(
+                store,
+                "kid",
+                "dr_k3",
+                &fan("hello?", "2026-01-01T10:03:00Z"),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                store
+                    .decide_draft("dr_k3", Decision::Approve(&proposed), now)
+                    .unwrap(),
+                Err(Refusal::HandedOff)
+            );
+
+            assert_eq!(store.reset(k("bo")).unwrap(), 2);
+            assert!(
+                store.draft("dr_b2").unwrap().is_none(),
+                "a reset forgets the fan's drafts"
+            );
         });
     }
 

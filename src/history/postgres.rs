@@ -13,11 +13,12 @@ use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
 use postgres::{Client, NoTls};
 
+use super::drafts::{self, Decision, DraftStatus, NewDraft, Refusal, StoredDraft};
 use super::{check_replaceable, Exchange, FanRef, FanSummary, Store};
 use crate::conversation::{FanProfile, Message};
 use crate::safety::Handoff;
 
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock key of migrations (any constant; "persona" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_6572_736f_6e61;
@@ -142,6 +143,28 @@ impl PostgresStore {
                  INSERT INTO persona_schema (version) VALUES (1);",
             )?;
         }
+        if version < 2 {
+            tx.batch_execute(
+                "CREATE TABLE drafts (
+                     id TEXT PRIMARY KEY,
+                     creator TEXT NOT NULL,
+                     fan_id TEXT NOT NULL,
+                     message_id BIGINT NOT NULL,
+                     fan_message TEXT NOT NULL,
+                     draft TEXT NOT NULL,
+                     answer TEXT NOT NULL,
+                     handoff_reply BOOLEAN NOT NULL,
+                     status TEXT NOT NULL,
+                     reply TEXT,
+                     created_at TEXT NOT NULL,
+                     decided_at TEXT,
+                     FOREIGN KEY (creator, fan_id) REFERENCES fans(creator, id) ON DELETE CASCADE ON UPDATE CASCADE
+                 );
+                 CREATE INDEX pending_drafts ON drafts(creator, fan_id) WHERE status = 'pending';
+                 DELETE FROM persona_schema;
+                 INSERT INTO persona_schema (version) VALUES (2);",
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -216,10 +239,7 @@ impl Store for PostgresStore {
         let (sent_at, replied_at) = (sent_at.to_string(), replied_at.to_string());
         let mut tx = self.client()?.transaction()?;
         // Exchanges of one fan are written one at a time, whichever server writes them.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1 || chr(31) || $2))",
-            &[&fan.creator, &fan.id],
-        )?;
+        lock_fan(&mut tx, fan.creator, fan.id)?;
         if exchange.replaces_last {
             let last_two = tx.query(
                 "SELECT id, from_creator, content FROM messages
@@ -332,7 +352,8 @@ impl Store for PostgresStore {
         let rows = self.client()?.query(
             "SELECT f.creator, f.id, COUNT(m.id),
                     (SELECT content FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
-                    (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1)
+                    (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
+                    (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1 OFFSET 1)
              FROM fans f LEFT JOIN messages m ON m.creator = f.creator AND m.fan_id = f.id
              WHERE $1::text IS NULL OR f.creator = $1
              GROUP BY f.creator, f.id ORDER BY 5 DESC NULLS LAST, f.creator, f.id",
@@ -346,6 +367,7 @@ impl Store for PostgresStore {
                     messages: usize::try_from(r.get::<_, i64>(2))?,
                     last_message: r.get(3),
                     last_at: r.get(4),
+                    previous_at: r.get(5),
                     handoffs: Vec::new(),
                 })
             })
@@ -353,12 +375,197 @@ impl Store for PostgresStore {
     }
 
     fn reset(&mut self, fan: FanRef<'_>) -> Result<usize> {
-        let n = self.client()?.execute(
+        let mut tx = self.client()?.transaction()?;
+        tx.execute(
+            "DELETE FROM drafts WHERE creator = $1 AND fan_id = $2",
+            &[&fan.creator, &fan.id],
+        )?;
+        let n = tx.execute(
             "DELETE FROM messages WHERE creator = $1 AND fan_id = $2",
             &[&fan.creator, &fan.id],
         )?;
+        tx.commit()?;
         Ok(usize::try_from(n)?)
     }
+
+    fn record_draft(&mut self, fan: FanRef<'_>, draft: &NewDraft<'_>) -> Result<()> {
+        let exchange = Exchange::new(draft.fan_message, draft.draft, draft.created_at);
+        let (sent_at, created_at) = exchange.checked(fan)?;
+        let (sent_at, created_at) = (sent_at.to_string(), created_at.to_string());
+        let url = self.url.clone();
+        let mut tx = self.client()?.transaction()?;
+        lock_fan(&mut tx, fan.creator, fan.id)?;
+        tx.execute(
+            "INSERT INTO fans (creator, id, profile, created_at) VALUES ($1, $2, NULL, $3) ON CONFLICT DO NOTHING",
+            &[&fan.creator, &fan.id, &sent_at],
+        )?;
+        if let Some(profile) = draft.profile {
+            tx.execute(
+                "UPDATE fans SET profile = $3 WHERE creator = $1 AND id = $2",
+                &[&fan.creator, &fan.id, &serde_json::to_string(profile)?],
+            )?;
+        }
+        let message_id: i64 = match draft.regenerates {
+            Some(old) => tx
+                .query_opt(
+                    "UPDATE drafts SET status = 'superseded', decided_at = $4
+                     WHERE id = $1 AND creator = $2 AND fan_id = $3 AND status = 'pending'
+                     RETURNING message_id",
+                    &[&old, &fan.creator, &fan.id, &created_at],
+                )?
+                .with_context(|| format!("the draft `{old}` of {fan} is no longer pending"))?
+                .get(0),
+            None => tx
+                .query_one(
+                    "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at)
+                     VALUES ($1, $2, FALSE, $3, $4) RETURNING id",
+                    &[&fan.creator, &fan.id, &draft.fan_message.content, &sent_at],
+                )?
+                .get(0),
+        };
+        tx.execute(
+            "INSERT INTO drafts (id, creator, fan_id, message_id, fan_message, draft, answer, handoff_reply, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
+            &[
+                &draft.id,
+                &fan.creator,
+                &fan.id,
+                &message_id,
+                &draft.fan_message.content,
+                &draft.draft.as_str(),
+                &draft.answer,
+                &draft.handoff.is_some(),
+                &created_at,
+            ],
+        )?;
+        if let Some(h) = draft.handoff {
+            tx.execute(
+                "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE NOT EXISTS (SELECT 1 FROM handoffs
+                                   WHERE creator = $1 AND fan_id = $2 AND category = $3 AND cleared_at IS NULL)",
+                &[&fan.creator, &fan.id, &h.category, &h.reason, &h.stop, &h.at.to_string()],
+            )?;
+        }
+        if let Some((key, response)) = draft.idempotency {
+            tx.execute(
+                "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES ($1, $2, $3, $4, $5)",
+                &[&fan.creator, &fan.id, &key, &response, &created_at],
+            )
+            .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
+        }
+        tx.commit()
+            .with_context(|| format!("saving a draft of {fan} to `{url}`"))?;
+        Ok(())
+    }
+
+    fn pending_drafts(&mut self, creator: Option<&str>, fan: Option<&str>) -> Result<Vec<StoredDraft>> {
+        let rows = self.client()?.query(
+            &format!(
+                "{DRAFT_COLUMNS} WHERE status = 'pending' AND ($1::text IS NULL OR creator = $1)
+                 AND ($2::text IS NULL OR fan_id = $2) ORDER BY created_at, id"
+            ),
+            &[&creator, &fan],
+        )?;
+        rows.iter().map(draft_row).collect()
+    }
+
+    fn draft(&mut self, id: &str) -> Result<Option<StoredDraft>> {
+        let row = self
+            .client()?
+            .query_opt(&format!("{DRAFT_COLUMNS} WHERE id = $1"), &[&id])?;
+        row.as_ref().map(draft_row).transpose()
+    }
+
+    fn decide_draft(
+        &mut self,
+        id: &str,
+        decision: Decision<'_>,
+        at: Timestamp,
+    ) -> Result<std::result::Result<StoredDraft, Refusal>> {
+        let url = self.url.clone();
+        let mut tx = self.client()?.transaction()?;
+        let Some(row) = tx.query_opt(&format!("{DRAFT_COLUMNS} WHERE id = $1"), &[&id])? else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let first = draft_row(&row)?;
+        // Under the fan's lock, read again: another server may have decided it meanwhile.
+        lock_fan(&mut tx, &first.creator, &first.fan_id)?;
+        let row = tx.query_one(&format!("{DRAFT_COLUMNS} WHERE id = $1"), &[&id])?;
+        let mut draft = draft_row(&row)?;
+        let newest: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(id), 0) FROM messages WHERE creator = $1 AND fan_id = $2",
+                &[&draft.creator, &draft.fan_id],
+            )?
+            .get(0);
+        let stopped: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM handoffs WHERE creator = $1 AND fan_id = $2 AND cleared_at IS NULL AND stop)",
+                &[&draft.creator, &draft.fan_id],
+            )?
+            .get(0);
+        if let Some(refused) = drafts::refusal(&draft, decision, newest, stopped) {
+            return Ok(Err(refused));
+        }
+        let created: Timestamp = draft.created_at.parse().unwrap_or(at);
+        let at = at.max(created).to_string();
+        let (status, reply) = match decision {
+            Decision::Approve(reply) => {
+                tx.execute(
+                    "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES ($1, $2, TRUE, $3, $4)",
+                    &[&draft.creator, &draft.fan_id, &reply.as_str(), &at],
+                )?;
+                (DraftStatus::Approved, Some(reply.as_str().to_string()))
+            }
+            Decision::Reject => (DraftStatus::Rejected, None),
+        };
+        tx.execute(
+            "UPDATE drafts SET status = $2, reply = $3, decided_at = $4 WHERE id = $1",
+            &[&id, &status.as_str(), &reply, &at],
+        )?;
+        tx.commit()
+            .with_context(|| format!("saving the decision on draft `{id}` to `{url}`"))?;
+        draft.status = status;
+        draft.reply = reply;
+        Ok(Ok(draft))
+    }
+}
+
+/// Takes the per-fan advisory lock for the rest of the transaction: writes of one fan, whichever
+/// server makes them, happen one at a time.
+fn lock_fan(tx: &mut postgres::Transaction<'_>, creator: &str, fan_id: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1 || chr(31) || $2))",
+        &[&creator, &fan_id],
+    )?;
+    Ok(())
+}
+
+/// The columns [`draft_row`] reads.
+const DRAFT_COLUMNS: &str =
+    "SELECT id, creator, fan_id, fan_message, created_at, status, draft, reply, answer,
+    message_id, handoff_reply FROM drafts";
+
+/// A row of [`DRAFT_COLUMNS`].
+fn draft_row(r: &postgres::Row) -> Result<StoredDraft> {
+    let draft_id: String = r.get(0);
+    let status: String = r.get(5);
+    let answer: String = r.get(8);
+    Ok(StoredDraft {
+        creator: r.get(1),
+        fan_id: r.get(2),
+        fan_message: r.get(3),
+        created_at: r.get(4),
+        status: DraftStatus::parse(&status)?,
+        draft: r.get(6),
+        reply: r.get(7),
+        answer: serde_json::from_str(&answer)
+            .with_context(|| format!("reading the stored answer of draft `{draft_id}`"))?,
+        message_id: r.get(9),
+        handoff_reply: r.get(10),
+        draft_id,
+    })
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@ use anyhow::{bail, Context, Result};
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::drafts::{self, Decision, DraftStatus, NewDraft, Refusal, StoredDraft};
 use super::{check_replaceable, Exchange, FanRef, FanSummary, Store};
 use crate::conversation::{FanProfile, Message};
 use crate::safety::Handoff;
 
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// A history database in an SQLite file.
 pub struct SqliteStore {
@@ -145,6 +146,28 @@ impl SqliteStore {
                  CREATE INDEX messages_by_fan ON messages(creator, fan_id, id);
                  CREATE INDEX open_handoffs ON handoffs(creator, fan_id) WHERE cleared_at IS NULL;
                  PRAGMA user_version = 3;
+",
+            )?;
+        }
+        if version < 4 {
+            tx.execute_batch(
+                "CREATE TABLE drafts (
+                     id TEXT PRIMARY KEY,
+                     creator TEXT NOT NULL,
+                     fan_id TEXT NOT NULL,
+                     message_id INTEGER NOT NULL,
+                     fan_message TEXT NOT NULL,
+                     draft TEXT NOT NULL,
+                     answer TEXT NOT NULL,
+                     handoff_reply INTEGER NOT NULL,
+                     status TEXT NOT NULL,
+                     reply TEXT,
+                     created_at TEXT NOT NULL,
+                     decided_at TEXT,
+                     FOREIGN KEY (creator, fan_id) REFERENCES fans(creator, id) ON DELETE CASCADE ON UPDATE CASCADE
+                 );
+                 CREATE INDEX pending_drafts ON drafts(creator, fan_id) WHERE status = 'pending';
+                 PRAGMA user_version = 4;
 ",
             )?;
         }
@@ -343,6 +366,7 @@ impl Store for SqliteStore {
                 messages: r.get(2)?,
                 last_message: r.get(3)?,
                 last_at: r.get(4)?,
+                previous_at: r.get(5)?,
                 handoffs: Vec::new(),
             })
         })?;
@@ -350,11 +374,182 @@ impl Store for SqliteStore {
     }
 
     fn reset(&mut self, fan: FanRef<'_>) -> Result<usize> {
-        Ok(self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM drafts WHERE creator = ?1 AND fan_id = ?2",
+            [fan.creator, fan.id],
+        )?;
+        let n = tx.execute(
             "DELETE FROM messages WHERE creator = ?1 AND fan_id = ?2",
             [fan.creator, fan.id],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
+
+    fn record_draft(&mut self, fan: FanRef<'_>, draft: &NewDraft<'_>) -> Result<()> {
+        let exchange = Exchange::new(draft.fan_message, draft.draft, draft.created_at);
+        let (sent_at, created_at) = exchange.checked(fan)?;
+        let (sent_at, created_at) = (sent_at.to_string(), created_at.to_string());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO fans (creator, id, profile, created_at) VALUES (?1, ?2, NULL, ?3)",
+            params![fan.creator, fan.id, sent_at],
+        )?;
+        if let Some(profile) = draft.profile {
+            tx.execute(
+                "UPDATE fans SET profile = ?3 WHERE creator = ?1 AND id = ?2",
+                params![fan.creator, fan.id, serde_json::to_string(profile)?],
+            )?;
+        }
+        let message_id: i64 = match draft.regenerates {
+            Some(old) => tx
+                .query_row(
+                    "UPDATE drafts SET status = 'superseded', decided_at = ?4
+                     WHERE id = ?1 AND creator = ?2 AND fan_id = ?3 AND status = 'pending'
+                     RETURNING message_id",
+                    params![old, fan.creator, fan.id, created_at],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .with_context(|| format!("the draft `{old}` of {fan} is no longer pending"))?,
+            None => {
+                tx.execute(
+                    "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES (?1, ?2, 0, ?3, ?4)",
+                    params![fan.creator, fan.id, draft.fan_message.content, sent_at],
+                )?;
+                tx.last_insert_rowid()
+            }
+        };
+        tx.execute(
+            "INSERT INTO drafts (id, creator, fan_id, message_id, fan_message, draft, answer, handoff_reply, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
+            params![
+                draft.id,
+                fan.creator,
+                fan.id,
+                message_id,
+                draft.fan_message.content,
+                draft.draft.as_str(),
+                draft.answer,
+                draft.handoff.is_some(),
+                created_at
+            ],
+        )?;
+        if let Some(h) = draft.handoff {
+            tx.execute(
+                "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                 WHERE NOT EXISTS (SELECT 1 FROM handoffs
+                                   WHERE creator = ?1 AND fan_id = ?2 AND category = ?3 AND cleared_at IS NULL)",
+                params![fan.creator, fan.id, h.category, h.reason, h.stop, h.at.to_string()],
+            )?;
+        }
+        if let Some((key, response)) = draft.idempotency {
+            tx.execute(
+                "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![fan.creator, fan.id, key, response, created_at],
+            )
+            .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
+        }
+        tx.commit()
+            .with_context(|| format!("saving a draft of {fan} to `{}`", self.path.display()))?;
+        Ok(())
+    }
+
+    fn pending_drafts(&mut self, creator: Option<&str>, fan: Option<&str>) -> Result<Vec<StoredDraft>> {
+        let sql = format!(
+            "{DRAFT_COLUMNS} WHERE status = 'pending' AND (?1 IS NULL OR creator = ?1) AND (?2 IS NULL OR fan_id = ?2)
+             ORDER BY created_at, id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![creator, fan], draft_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn draft(&mut self, id: &str) -> Result<Option<StoredDraft>> {
+        draft_by_id(&self.conn, id)
+    }
+
+    fn decide_draft(
+        &mut self,
+        id: &str,
+        decision: Decision<'_>,
+        at: Timestamp,
+    ) -> Result<std::result::Result<StoredDraft, Refusal>> {
+        let tx = rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
+        let Some(mut draft) = draft_by_id(&tx, id)? else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let newest: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM messages WHERE creator = ?1 AND fan_id = ?2",
+            [&draft.creator, &draft.fan_id],
+            |r| r.get(0),
+        )?;
+        let stopped: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM handoffs WHERE creator = ?1 AND fan_id = ?2 AND cleared_at IS NULL AND stop)",
+            [&draft.creator, &draft.fan_id],
+            |r| r.get(0),
+        )?;
+        if let Some(refused) = drafts::refusal(&draft, decision, newest, stopped) {
+            return Ok(Err(refused));
+        }
+        let created: Timestamp = draft.created_at.parse().unwrap_or(at);
+        let at = at.max(created).to_string();
+        let (status, reply) = match decision {
+            Decision::Approve(reply) => {
+                tx.execute(
+                    "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES (?1, ?2, 1, ?3, ?4)",
+                    params![draft.creator, draft.fan_id, reply.as_str(), at],
+                )?;
+                (DraftStatus::Approved, Some(reply.as_str().to_string()))
+            }
+            Decision::Reject => (DraftStatus::Rejected, None),
+        };
+        tx.execute(
+            "UPDATE drafts SET status = ?2, reply = ?3, decided_at = ?4 WHERE id = ?1",
+            params![id, status.as_str(), reply, at],
+        )?;
+        tx.commit()
+            .with_context(|| format!("saving the decision on draft `{id}` to `{}`", self.path.display()))?;
+        draft.status = status;
+        draft.reply = reply;
+        Ok(Ok(draft))
+    }
+}
+
+/// The columns [`draft_row`] reads.
+const DRAFT_COLUMNS: &str =
+    "SELECT id, creator, fan_id, fan_message, created_at, status, draft, reply, answer,
+    message_id, handoff_reply FROM drafts";
+
+fn draft_by_id(conn: &Connection, id: &str) -> Result<Option<StoredDraft>> {
+    conn.query_row(&format!("{DRAFT_COLUMNS} WHERE id = ?1"), [id], draft_row)
+        .optional()?
+        .transpose()
+}
+
+/// A row of [`DRAFT_COLUMNS`]; the outer error is SQLite's, the inner one a damaged row.
+fn draft_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredDraft>> {
+    let status: String = r.get(5)?;
+    let answer: String = r.get(8)?;
+    let draft_id: String = r.get(0)?;
+    Ok((|| {
+        Ok(StoredDraft {
+            creator: r.get(1)?,
+            fan_id: r.get(2)?,
+            fan_message: r.get(3)?,
+            created_at: r.get(4)?,
+            status: DraftStatus::parse(&status)?,
+            draft: r.get(6)?,
+            reply: r.get(7)?,
+            answer: serde_json::from_str(&answer)
+                .with_context(|| format!("reading the stored answer of draft `{draft_id}`"))?,
+            message_id: r.get(9)?,
+            handoff_reply: r.get(10)?,
+            draft_id: draft_id.clone(),
+        })
+    })())
 }
 
 /// Every fan with their message count and last message, most recent first (`?1`: a creator or
@@ -362,7 +557,8 @@ impl Store for SqliteStore {
 const FAN_ROWS: &str = "
     SELECT f.creator, f.id, COUNT(m.id),
            (SELECT content FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
-           (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1)
+           (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
+           (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1 OFFSET 1)
     FROM fans f LEFT JOIN messages m ON m.creator = f.creator AND m.fan_id = f.id
     WHERE ?1 IS NULL OR f.creator = ?1
     GROUP BY f.creator, f.id ORDER BY 5 DESC NULLS LAST, f.creator, f.id";
