@@ -272,6 +272,15 @@ pub struct ServeArgs {
     /// Seconds between checks for replaced artifact files (0: reload only on SIGHUP).
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     pub reload_every: u64,
+    /// Review mode: `/v1/reply` and chat completions answer `202` with a draft that a person
+    /// approves (optionally edited), regenerates or rejects through `/v1/drafts`; only approved
+    /// text enters the history.
+    #[arg(long)]
+    pub review: bool,
+    /// Serve the chatters' console, a web page at `/` (needs --token-env: the page's calls carry
+    /// the token).
+    #[arg(long)]
+    pub console: bool,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     pub addr: String,

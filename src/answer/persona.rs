@@ -255,6 +255,18 @@ impl Persona {
             .check_in_context(text, fan_message, Some(&mut self.embedder.handle()))
     }
 
+    /// A person's reply to `fan_message` (an edited draft in review mode) through the same
+    /// output filter a draft passes, judged with the fan's message: the clean reply, or the
+    /// verdict that blocked it.
+    pub fn check_edit(
+        &self,
+        text: &str,
+        fan_message: &str,
+    ) -> Result<std::result::Result<super::refine::CleanReply, Verdict>> {
+        let mut check = |t: &str| self.check_in_context(t, Some(fan_message));
+        super::refine::checked(text, &mut check)
+    }
+
     /// Fallback replies, best first: the creator's deflections nearest to the query, then the
     /// configured ones.
     pub(super) fn fallbacks(&self, query: &[f32]) -> Vec<String> {

@@ -58,6 +58,19 @@ impl std::fmt::Display for CleanReply {
     }
 }
 
+/// A person's own text (an edited draft in review mode), checked like a draft: the clean reply,
+/// or the verdict that blocked it.
+pub fn checked(
+    text: &str,
+    check: &mut (dyn FnMut(&str) -> Result<Verdict> + Send),
+) -> Result<std::result::Result<CleanReply, Verdict>> {
+    let verdict = check(text)?;
+    Ok(match verdict.blocked {
+        true => Err(verdict),
+        false => Ok(CleanReply(text.to_string())),
+    })
+}
+
 /// The reply and how it was reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {

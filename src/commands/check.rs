@@ -224,7 +224,7 @@ fn labelled(
     if !args.json {
         write!(out, "{}", stage_table(&labels, &predictions, &stages))?;
         if let (Some(path), false, false) = (&args.artifact, args.safety, args.mood) {
-            let (blocked, total) = creator_replies_blocked(filter, embedder.as_deref_mut(), path)?;
+            let (blocked, total) = creator_replies_blocked(filter, embedder, path)?;
             writeln!(
                 out,
                 "\nthe creator's own replies in `{}`: {blocked} of {total} blocked ({:.2}%)",

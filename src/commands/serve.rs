@@ -31,6 +31,10 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<()> {
         })?),
         None => None,
     };
+    anyhow::ensure!(
+        !args.console || token.is_some(),
+        "--console needs --token-env: the console's calls change histories and must carry a token; export one (e.g. `export PERSONA_TOKEN=$(openssl rand -hex 16)`) and add `--token-env PERSONA_TOKEN`"
+    );
     anyhow::ensure!(args.rate_per_minute > 0, "--rate-per-minute must be at least 1");
     anyhow::ensure!(
         args.client_rate_per_minute > 0,
@@ -66,6 +70,8 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<()> {
         llm_base_url: Some(llm.base_url.clone()),
         request_timeout: per_candidate,
         reload_every: (args.reload_every > 0).then(|| Duration::from_secs(args.reload_every)),
+        review: args.review,
+        console: args.console,
     };
     serve::run(AppState::new(creators, client, store, options))
 }

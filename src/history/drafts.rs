@@ -138,8 +138,9 @@ pub fn refusal(
     }
     match decision {
         Decision::Reject => None,
-        Decision::Approve(_) if newest_message > draft.message_id => Some(Refusal::Stale),
+        // A handoff is named first: it says a person must take over.
         Decision::Approve(_) if stopped && !draft.handoff_reply => Some(Refusal::HandedOff),
+        Decision::Approve(_) if newest_message > draft.message_id => Some(Refusal::Stale),
         Decision::Approve(_) => None,
     }
 }

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub(super) retry_after: Option<u64>,
     /// OpenAI's machine-readable `code`, when there is one (`model_not_found`).
     pub(super) code: Option<&'static str>,
+    /// One more field of the error object, e.g. the `verdict` that blocked an edited reply.
+    pub(super) detail: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             code: None,
+            detail: None,
         }
     }
 
@@ -87,11 +90,11 @@ impl From<RequestError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})),
-        )
-            .into_response();
+        let mut error = json!({"message": self.message, "type": self.kind, "code": self.code});
+        if let Some((name, value)) = self.detail.map(|d| *d) {
+            error[name] = value;
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(seconds) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert("retry-after", v);

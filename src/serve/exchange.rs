@@ -8,7 +8,8 @@
 //! the reply, any handoff and the idempotent response are stored in one transaction. Nothing is
 //! stored before the reply exists, so a request refused with 429/503 or timed out before the
 //! model answered leaves no trace. The fan's turn is released only after the commit, even when
-//! the client has gone: the next message of that fan always sees this exchange.
+//! the client has gone: the next message of that fan always sees this exchange. In review mode
+//! the turn ends with a pending draft instead of a reply (see [`super::review`]).
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub(super) struct Outcome {
     pub answer: Value,
     /// Whether it is the stored answer to an earlier request with the same idempotency key.
     pub replayed: bool,
+    /// Whether it is a pending draft (review mode), answered with `202`.
+    pub draft: bool,
 }
 
 /// Runs a fan's turn: see the module documentation for the order.
@@ -88,10 +91,13 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
     if let Some(response) = replay {
         return replayed(&response);
     }
-    let regenerate = incoming
-        .sent
-        .as_deref()
-        .is_some_and(|sent| is_regenerate(&stored, sent));
+    // In review mode a front end's regenerate is a new draft for the same message: the console's
+    // regenerate (see `review`) replaces pending drafts.
+    let regenerate = !state.options.review
+        && incoming
+            .sent
+            .as_deref()
+            .is_some_and(|sent| is_regenerate(&stored, sent));
     let mut history = stored;
     if regenerate {
         history.truncate(history.len().saturating_sub(2));
@@ -101,13 +107,22 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
     let answer = answer(
         state,
         &admitted,
-        persona,
+        persona.clone(),
         history,
         profile,
         handoff,
         incoming.sampling,
     )
     .await?;
+    if state.options.review {
+        let ending = super::review::Ending {
+            message: &incoming.message,
+            profile: incoming.profile.as_ref(),
+            idempotency_key: incoming.idempotency_key.as_deref(),
+            regenerates: None,
+        };
+        return super::review::store_draft(state, turn, &persona, &incoming.fan_id, answer, ending).await;
+    }
     let value = serde_json::to_value(&answer).map_err(|e| ApiError::from_pipeline(e.into()))?;
     let response = value.to_string();
     state
@@ -131,6 +146,7 @@ pub(super) async fn run<M: ChatModel + Send + Sync + 'static>(
     Ok(Outcome {
         answer: value,
         replayed: false,
+        draft: false,
     })
 }
 
@@ -156,10 +172,11 @@ async fn replay_or<M: ChatModel + Send + Sync + 'static>(
 
 /// The outcome of a replay from its stored response.
 fn replayed(response: &str) -> Result<Outcome, ApiError> {
-    let answer = serde_json::from_str(response).map_err(|e| {
+    let answer: Value = serde_json::from_str(response).map_err(|e| {
         ApiError::from_pipeline(anyhow::anyhow!("a stored idempotent response is unreadable: {e}"))
     })?;
     Ok(Outcome {
+        draft: answer.get("draft_id").is_some(),
         answer,
         replayed: true,
     })

@@ -62,7 +62,8 @@ pub struct ReplyRequest {
     pub n: Option<u32>,
 }
 
-/// `POST /v1/reply`: answers a fan from their stored history and stores the exchange.
+/// `POST /v1/reply`: answers a fan from their stored history and stores the exchange; in review
+/// mode, stores the fan's message with a draft and answers `202` with the draft.
 pub(super) async fn reply<M: ChatModel + Send + Sync + 'static>(
     State(state): State<Arc<AppState<M>>>,
     headers: HeaderMap,
@@ -89,7 +90,10 @@ pub(super) async fn reply<M: ChatModel + Send + Sync + 'static>(
     };
     let budget = state.options.request_timeout * req.n.unwrap_or(1).max(1);
     let outcome = super::within(budget, exchange::run(&state, persona, incoming)).await?;
-    let mut response = Json(outcome.answer).into_response();
+    let mut response = match outcome.draft {
+        true => super::review::accepted(outcome.answer),
+        false => Json(outcome.answer).into_response(),
+    };
     exchange::mark_replayed(&mut response, outcome.replayed);
     Ok(response)
 }
@@ -155,6 +159,70 @@ pub(super) async fn fan_messages<M: Send + Sync + 'static>(
         "profile": profile,
         "messages": messages,
     })))
+}
+
+/// `GET /v1/fans`: the fans (of `?creator=` when given), most recently active first, with their
+/// last message, open handoffs, whether they came back after a silence, and pending drafts.
+pub(super) async fn fans<M: Send + Sync + 'static>(
+    State(state): State<Arc<AppState<M>>>,
+    headers: HeaderMap,
+    Query(q): Query<CreatorQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(state.options.token.as_deref(), &headers)?;
+    let creator = match &q.creator {
+        Some(name) => Some(state.creators.select(Some(name))?.creator().to_string()),
+        None => None,
+    };
+    let (fans, drafts) = state
+        .with_store(move |store| {
+            Ok((
+                store.fans(creator.as_deref())?,
+                store.pending_drafts(creator.as_deref(), None)?,
+            ))
+        })
+        .await?;
+    let data: Vec<Value> = fans
+        .into_iter()
+        .map(|f| {
+            let pending = drafts
+                .iter()
+                .filter(|d| d.creator == f.creator && d.fan_id == f.id)
+                .count();
+            let time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+            let returning = match (time(&f.last_at), time(&f.previous_at)) {
+                (Some(last), Some(previous)) => {
+                    last.as_second() - previous.as_second() >= answer::context::SESSION_GAP_SECONDS
+                }
+                _ => false,
+            };
+            let mut row = json!(f);
+            row["returning"] = json!(returning);
+            row["pending_drafts"] = json!(pending);
+            row
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `PUT /v1/fans/{id}/profile`: replaces a fan's profile (creating the fan if needed).
+pub(super) async fn set_profile<M: Send + Sync + 'static>(
+    State(state): State<Arc<AppState<M>>>,
+    headers: HeaderMap,
+    Path(fan_id): Path<String>,
+    Query(q): Query<CreatorQuery>,
+    body: Result<Json<FanProfile>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(state.options.token.as_deref(), &headers)?;
+    let profile = json_body(body)?;
+    history::check_fan_id(&fan_id).map_err(|e| ApiError::bad_request(format!("fan id: {e}")))?;
+    let creator = state.creators.select(q.creator.as_deref())?.creator().to_string();
+    let (c, f, p) = (creator.clone(), fan_id.clone(), profile.clone());
+    state
+        .with_store(move |store| store.set_profile(FanRef::new(&c, &f), &p))
+        .await?;
+    Ok(Json(
+        json!({"creator": creator, "fan_id": fan_id, "profile": profile}),
+    ))
 }
 
 /// `GET /v1/handoffs`: every fan waiting for a human, oldest first; `?creator=` narrows it.

@@ -11,6 +11,7 @@
 //! `history` store. The chat model is a type parameter, so the router is tested with a scripted
 //! model.
 
+mod console;
 mod creators;
 mod errors;
 mod exchange;
@@ -19,6 +20,7 @@ mod fan_turns;
 pub mod handlers;
 mod limits;
 pub mod openai;
+mod review;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -29,7 +31,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::Semaphore;
 
@@ -69,6 +71,10 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// How often artifact files are checked for replacement; `None` reloads only on SIGHUP.
     pub reload_every: Option<Duration>,
+    /// Review mode: answers are drafts a person approves (see `review`).
+    pub review: bool,
+    /// Serve the chatters' console at `/` (see `console`).
+    pub console: bool,
 }
 
 /// How long a `/healthz` probe of the LLM is trusted.
@@ -192,9 +198,19 @@ pub fn router<M: ChatModel + Send + Sync + 'static>(state: Arc<AppState<M>>) -> 
         .route("/fans/{fan_id}/messages", get(handlers::fan_messages::<M>))
         .route("/fans/{fan_id}/handoff", delete(handlers::clear_handoff::<M>))
         .route("/handoffs", get(handlers::handoffs::<M>))
+        .route("/fans", get(handlers::fans::<M>))
+        .route("/fans/{fan_id}/profile", put(handlers::set_profile::<M>))
+        .route("/drafts", get(review::list::<M>))
+        .route("/drafts/{id}/approve", post(review::approve::<M>))
+        .route("/drafts/{id}/reject", post(review::reject::<M>))
+        .route("/drafts/{id}/regenerate", post(review::regenerate::<M>))
+        .route("/console", get(console::settings::<M>))
         .route_layer(middleware::from_fn_with_state(state.clone(), client_rate::<M>));
-    Router::new()
-        .nest("/v1", v1)
+    let site = match state.options.console {
+        true => console::routes::<M>(),
+        false => Router::new(),
+    };
+    site.nest("/v1", v1)
         .route("/healthz", get(handlers::healthz::<M>))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
@@ -336,6 +352,8 @@ mod tests {
             llm_base_url: None,
             request_timeout: Duration::from_secs(30),
             reload_every: None,
+            review: false,
+            console: false,
         };
         let store = crate::history::open(&crate::history::Location::File(dir.join("h.sqlite3"))).unwrap();
         let creators = Creators::fixed(personas).unwrap();
@@ -375,6 +393,15 @@ mod tests {
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, headers, bytes.to_vec())
+    }
+
+    /// A server in review mode, with the console on.
+    fn reviewing(model: Scripted, dir: &std::path::Path) -> Arc<AppState<Scripted>> {
+        let mut state = state(model, dir);
+        let options = &mut Arc::get_mut(&mut state).unwrap().options;
+        options.review = true;
+        options.console = true;
+        state
     }
 
     fn contents(history: &Value) -> Vec<String> {
@@ -860,6 +887,211 @@ mod tests {
             history["messages"].as_array().unwrap().len(),
             6,
             "every exchange stored once"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_review_mode_only_an_approved_text_enters_the_history_and_a_blocked_edit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = reviewing(Scripted::new(&["mm tea and rain, you?"]), dir.path());
+        let ask = json!({"fan_id": "ana", "message": "what are you up to"});
+        let key = [("idempotency-key", "k-1")];
+        let (status, headers, bytes) = call_with(&state, "POST", "/v1/reply", Some(ask.clone()), &key).await;
+        let draft: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{draft}");
+        assert!(headers.get("idempotent-replayed").is_none());
+        assert_eq!(
+            (draft["status"].as_str(), draft["draft"].as_str()),
+            (Some("pending"), Some("mm tea and rain, you?"))
+        );
+        assert!(
+            !draft["answer"]["filter"]["output"].as_array().unwrap().is_empty(),
+            "{draft}"
+        );
+        assert!(
+            draft["answer"]["demos"].is_array() && draft["answer"]["style"].is_number(),
+            "{draft}"
+        );
+        let id = draft["draft_id"].as_str().unwrap().to_string();
+        let (status, headers, bytes) = call_with(&state, "POST", "/v1/reply", Some(ask), &key).await;
+        let again: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            (status, again["draft_id"].as_str()),
+            (StatusCode::ACCEPTED, Some(id.as_str()))
+        );
+        assert_eq!(headers["idempotent-replayed"], "true");
+
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        assert_eq!(
+            contents(&history),
+            ["what are you up to"],
+            "the draft is not sent"
+        );
+        let (_, pending) = call(&state, "GET", "/v1/drafts", None).await;
+        assert_eq!(pending["data"].as_array().unwrap().len(), 1);
+        let (_, fans) = call(&state, "GET", "/v1/fans", None).await;
+        assert_eq!(fans["data"][0]["pending_drafts"], 1);
+
+        let approve = format!("/v1/drafts/{id}/approve");
+        let edit = json!({"text": "add me on snapchat babe, my handle is wren_tea"});
+        let (status, body) = call(&state, "POST", &approve, Some(edit)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["type"], "blocked_reply");
+        assert_eq!(body["error"]["verdict"]["blocked"], true, "{body}");
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        assert_eq!(contents(&history).len(), 1, "a blocked edit stores nothing");
+
+        let (status, body) = call(
+            &state,
+            "POST",
+            &approve,
+            Some(json!({"text": "mm that sounds lovely"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("approved")),
+            "{body}"
+        );
+        let (status, body) = call(&state, "POST", &approve, Some(json!({}))).await;
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("draft_decided"))
+        );
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        assert_eq!(
+            contents(&history),
+            ["what are you up to", "mm that sounds lovely"],
+            "one history entry"
+        );
+        let (_, pending) = call(&state, "GET", "/v1/drafts", None).await;
+        assert!(pending["data"].as_array().unwrap().is_empty());
+        let (status, _) = call(&state, "POST", "/v1/drafts/dr_nope/reject", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_draft_is_refused_once_its_fan_was_handed_off_or_wrote_again_and_regenerates_supersede() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = reviewing(Scripted::new(&["hey you"; 6]), dir.path());
+        let say = |fan: &str, text: &str| json!({"fan_id": fan, "message": text});
+        let draft = |body: &Value| body["draft_id"].as_str().unwrap().to_string();
+
+        let (_, first) = call(&state, "POST", "/v1/reply", Some(say("bo", "hi"))).await;
+        let (status, second) = call(&state, "POST", "/v1/reply", Some(say("bo", "hello??"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+        let (status, body) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/approve", draft(&first)),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("draft_stale")),
+            "{body}"
+        );
+        let (status, fresh) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/regenerate", draft(&second)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{fresh}");
+        assert_ne!(draft(&fresh), draft(&second));
+        let (status, body) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/approve", draft(&second)),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("draft_decided"))
+        );
+        let (status, _) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/approve", draft(&fresh)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, history) = call(&state, "GET", "/v1/fans/bo/messages", None).await;
+        assert_eq!(
+            contents(&history),
+            ["hi", "hello??", "hey you"],
+            "a regenerate stores the fan's message once"
+        );
+
+        let (_, early) = call(&state, "POST", "/v1/reply", Some(say("kid", "hey"))).await;
+        let (status, notice) = call(&state, "POST", "/v1/reply", Some(say("kid", "i'm 15 btw"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(notice["answer"]["handoff"]["category"], "minor", "{notice}");
+        let (status, body) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/approve", draft(&early)),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("fan_handed_off")),
+            "{body}"
+        );
+        let (status, _) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/approve", draft(&notice)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "the handoff's own notice may be sent");
+    }
+
+    #[tokio::test]
+    async fn the_console_is_served_only_when_asked_with_a_strict_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = state(Scripted::new(&["hi"]), dir.path());
+        let (status, _, _) = call_with(&plain, "GET", "/", None, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = call(&plain, "GET", "/v1/console", None).await;
+        assert_eq!((status, body["review"].as_bool()), (StatusCode::OK, Some(false)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let console = reviewing(Scripted::new(&["hi"]), dir.path());
+        for (path, kind) in [
+            ("/", "text/html"),
+            ("/console.js", "text/javascript"),
+            ("/console.css", "text/css"),
+        ] {
+            let (status, headers, bytes) = call_with(&console, "GET", path, None, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(
+                headers["content-type"].to_str().unwrap().starts_with(kind),
+                "{path}"
+            );
+            assert_eq!(headers["content-security-policy"], console::CSP);
+            assert_eq!(headers["x-frame-options"], "DENY");
+            let text = String::from_utf8(bytes).unwrap();
+            assert!(!text.contains("secret"), "nothing secret in {path}");
+        }
+        let (_, _, page) = call_with(&console, "GET", "/", None, &[]).await;
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            !page.contains("<script>") && !page.contains(" style=\"") && !page.contains(" onclick="),
+            "no inline code"
+        );
+        let request = Request::builder().uri("/v1/console").body(Body::empty()).unwrap();
+        let response = router(console.clone()).oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "the page's API needs the token"
         );
     }
 }

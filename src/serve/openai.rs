@@ -178,8 +178,17 @@ pub(super) async fn chat_completions<M: ChatModel + Send + Sync + 'static>(
                 sent: Some(history),
             };
             let outcome = super::within(budget, exchange::run(&state, persona.clone(), incoming)).await?;
+            if outcome.draft {
+                // Review mode: nothing is sent to the fan yet, streamed or not.
+                let mut response = super::review::accepted(outcome.answer);
+                exchange::mark_replayed(&mut response, outcome.replayed);
+                return Ok(response);
+            }
             (outcome.answer, outcome.replayed)
         }
+        None if state.options.review => return Err(ApiError::bad_request(
+            "review mode keeps a draft per fan: name the fan in `user` (or the X-OpenWebUI-User-Id header)",
+        )),
         None => {
             let admitted = exchange::admit(&state)?;
             let answer = super::within(
