@@ -4,9 +4,11 @@
 # (tests/browser/console.test.mjs: log in, try it as a fan, a refused edit, an approved edit,
 # no console error or CSP violation).
 #
-#   bash tests/browser/run.sh [--screenshots DIR]
+#   bash tests/browser/run.sh [--screenshots DIR | --install-only]
 #
 #   --screenshots DIR  save console-draft.png, console-refused.png and console-approved.png in DIR
+#   --install-only     only install chromium and playwright-core, then exit (CI runs this in the
+#                      background while the other tests run)
 #
 # Installs what it needs: Debian's chromium when /usr/bin/chromium is missing (apt-get, as root or
 # via sudo) and playwright-core (npm ci in tests/browser). Needs node >= 20 and npm. The local LLM
@@ -19,8 +21,10 @@ die() { echo "tests/browser/run.sh: $*" >&2; exit 1; }
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" >&2; }
 
 shots=""
+install_only=0
 while (($#)); do
   case "$1" in
+    --install-only) install_only=1; shift ;;
     --screenshots)
       [[ $# -ge 2 && -n "$2" ]] || die "--screenshots needs a directory"
       mkdir -p "$2" || die "cannot create the screenshots directory $2"
@@ -65,8 +69,11 @@ if [[ ! -x "$chromium" ]]; then
   [[ -x "$chromium" ]] || die "chromium was installed but $chromium is missing"
 fi
 
-echo "==> npm ci (tests/browser: playwright-core)" >&2
-(cd tests/browser && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in tests/browser"
+if [[ ! -f tests/browser/node_modules/playwright-core/package.json ]]; then
+  echo "==> npm ci (tests/browser: playwright-core)" >&2
+  (cd tests/browser && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed in tests/browser"
+fi
+((install_only == 0)) || exit 0
 
 echo "==> building persona" >&2
 cargo build --locked --quiet || die "cargo build failed"
