@@ -1,15 +1,16 @@
 //! `persona serve`: the persona as an HTTP service (axum on tokio).
 //!
 //! Owns the routes (`POST /v1/reply`, `POST /v1/chat/completions`, `GET /v1/models`,
-//! `GET /v1/fans/{id}/messages`, `GET /v1/handoffs`, `DELETE /v1/fans/{id}/handoff`,
-//! `GET /healthz`), the shared state, the limits applied as layers (body size, a per-client rate
-//! limit on `/v1/*`, an overall timeout as a backstop), reloading and graceful shutdown. The
-//! creators served are in `creators`, a fan's turn against the history in `exchange` (one at a
-//! time per fan, from `fan_turns`), the OpenAI route in `openai`, the other handlers in
-//! `handlers`, the error responses in `errors`, authentication and rate tables in `limits`.
-//! Answers come from the same [`crate::answer`] pipeline `ask` uses; fan histories live in the
-//! `history` store. The chat model is a type parameter, so the router is tested with a scripted
-//! model.
+//! `GET /v1/fans`, `GET /v1/fans/{id}/messages`, `PUT /v1/fans/{id}/profile`, `GET /v1/handoffs`,
+//! `DELETE /v1/fans/{id}/handoff`, review mode's `/v1/drafts`, `GET /v1/console`, `GET /healthz`,
+//! and with `--console` the page at `/`), the shared state, the limits applied as layers (body
+//! size, a per-client rate limit on `/v1/*`, an overall timeout as a backstop), reloading and
+//! graceful shutdown. The creators served are in `creators`, a fan's turn against the history in
+//! `exchange` (one at a time per fan, from `fan_turns`), review mode's drafts in `review`, the
+//! chatters' page in `console`, the OpenAI route in `openai`, the other handlers in `handlers`,
+//! the error responses in `errors`, authentication and rate tables in `limits`. Answers come
+//! from the same [`crate::answer`] pipeline `ask` uses; fan histories live in the `history`
+//! store. The chat model is a type parameter, so the router is tested with a scripted model.
 
 mod console;
 mod creators;

@@ -7,6 +7,9 @@
 //! `temperature`, `top_p`, `max_tokens`, `stop` and the penalties are ignored, because the
 //! creator's voice is tuned in the persona's own settings.
 //!
+//! In review mode (`serve --review`) a request that names its fan gets `202` with a pending draft
+//! instead of a completion, streamed or not, and one that names no fan is a 400.
+//!
 //! Fan identity: `user`, or Open WebUI's `X-OpenWebUI-User-Id` header, names the fan. Then the
 //! server's stored history is the conversation, extended exactly as `/v1/reply` does: the
 //! request's last user message is the fan's new message, the request's earlier messages are not
