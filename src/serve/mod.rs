@@ -894,7 +894,10 @@ mod tests {
     #[tokio::test]
     async fn in_review_mode_only_an_approved_text_enters_the_history_and_a_blocked_edit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let state = reviewing(Scripted::new(&["mm tea and rain, you?"]), dir.path());
+        let state = reviewing(
+            Scripted::new(&["mm tea and rain, you?", "mm still here"]),
+            dir.path(),
+        );
         let ask = json!({"fan_id": "ana", "message": "what are you up to"});
         let key = [("idempotency-key", "k-1")];
         let (status, headers, bytes) = call_with(&state, "POST", "/v1/reply", Some(ask.clone()), &key).await;
@@ -969,6 +972,31 @@ mod tests {
         assert!(pending["data"].as_array().unwrap().is_empty());
         let (status, _) = call(&state, "POST", "/v1/drafts/dr_nope/reject", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // A streamed completion is a draft too: nothing streams to the fan before approval.
+        let streamed =
+            json!({"messages": [{"role": "user", "content": "still there?"}], "user": "ana", "stream": true});
+        let (status, headers, bytes) =
+            call_with(&state, "POST", "/v1/chat/completions", Some(streamed), &[]).await;
+        let draft: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::ACCEPTED, "{draft}");
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        assert_eq!(
+            (draft["status"].as_str(), draft["fan_message"].as_str()),
+            (Some("pending"), Some("still there?"))
+        );
+        let anonymous = json!({"messages": [{"role": "user", "content": "hi"}]});
+        let (status, _) = call(&state, "POST", "/v1/chat/completions", Some(anonymous)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "review mode needs the fan");
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        assert_eq!(
+            contents(&history).len(),
+            3,
+            "the streamed draft stored only the fan's message"
+        );
     }
 
     #[tokio::test]
