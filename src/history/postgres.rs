@@ -285,22 +285,7 @@ impl Store for PostgresStore {
                 &replied_at,
             ],
         )?;
-        if let Some(h) = exchange.handoff {
-            tx.execute(
-                "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
-                 SELECT $1, $2, $3, $4, $5, $6
-                 WHERE NOT EXISTS (SELECT 1 FROM handoffs
-                                   WHERE creator = $1 AND fan_id = $2 AND category = $3 AND cleared_at IS NULL)",
-                &[&fan.creator, &fan.id, &h.category, &h.reason, &h.stop, &h.at.to_string()],
-            )?;
-        }
-        if let Some((key, response)) = exchange.idempotency {
-            tx.execute(
-                "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES ($1, $2, $3, $4, $5)",
-                &[&fan.creator, &fan.id, &key, &response, &replied_at],
-            )
-            .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
-        }
+        handoff_and_response(&mut tx, fan, exchange.handoff, exchange.idempotency, &replied_at)?;
         tx.commit()
             .with_context(|| format!("saving an exchange of {fan} to `{}`", self.url))?;
         Ok(())
@@ -438,22 +423,7 @@ impl Store for PostgresStore {
                 &created_at,
             ],
         )?;
-        if let Some(h) = draft.handoff {
-            tx.execute(
-                "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
-                 SELECT $1, $2, $3, $4, $5, $6
-                 WHERE NOT EXISTS (SELECT 1 FROM handoffs
-                                   WHERE creator = $1 AND fan_id = $2 AND category = $3 AND cleared_at IS NULL)",
-                &[&fan.creator, &fan.id, &h.category, &h.reason, &h.stop, &h.at.to_string()],
-            )?;
-        }
-        if let Some((key, response)) = draft.idempotency {
-            tx.execute(
-                "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES ($1, $2, $3, $4, $5)",
-                &[&fan.creator, &fan.id, &key, &response, &created_at],
-            )
-            .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
-        }
+        handoff_and_response(&mut tx, fan, draft.handoff, draft.idempotency, &created_at)?;
         tx.commit()
             .with_context(|| format!("saving a draft of {fan} to `{url}`"))?;
         Ok(())
@@ -539,6 +509,41 @@ fn lock_fan(tx: &mut postgres::Transaction<'_>, creator: &str, fan_id: &str) -> 
         "SELECT pg_advisory_xact_lock(hashtext($1 || chr(31) || $2))",
         &[&creator, &fan_id],
     )?;
+    Ok(())
+}
+
+/// In a write's transaction: opens its handoff (unless the fan has an open one of that
+/// category) and keeps the response under its idempotency key (a key is used once).
+fn handoff_and_response(
+    tx: &mut postgres::Transaction<'_>,
+    fan: FanRef<'_>,
+    handoff: Option<&Handoff>,
+    idempotency: Option<(&str, &str)>,
+    at: &str,
+) -> Result<()> {
+    if let Some(h) = handoff {
+        tx.execute(
+            "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE NOT EXISTS (SELECT 1 FROM handoffs
+                               WHERE creator = $1 AND fan_id = $2 AND category = $3 AND cleared_at IS NULL)",
+            &[
+                &fan.creator,
+                &fan.id,
+                &h.category,
+                &h.reason,
+                &h.stop,
+                &h.at.to_string(),
+            ],
+        )?;
+    }
+    if let Some((key, response)) = idempotency {
+        tx.execute(
+            "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES ($1, $2, $3, $4, $5)",
+            &[&fan.creator, &fan.id, &key, &response, &at],
+        )
+        .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
+    }
     Ok(())
 }
 

@@ -285,22 +285,7 @@ impl Store for SqliteStore {
             insert,
             params![fan.creator, fan.id, true, exchange.reply.as_str(), replied_at],
         )?;
-        if let Some(h) = exchange.handoff {
-            tx.execute(
-                "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
-                 WHERE NOT EXISTS (SELECT 1 FROM handoffs
-                                   WHERE creator = ?1 AND fan_id = ?2 AND category = ?3 AND cleared_at IS NULL)",
-                params![fan.creator, fan.id, h.category, h.reason, h.stop, h.at.to_string()],
-            )?;
-        }
-        if let Some((key, response)) = exchange.idempotency {
-            tx.execute(
-                "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![fan.creator, fan.id, key, response, replied_at],
-            )
-            .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
-        }
+        handoff_and_response(&tx, fan, exchange.handoff, exchange.idempotency, &replied_at)?;
         tx.commit()
             .with_context(|| format!("saving an exchange of {fan} to `{}`", self.path.display()))?;
         Ok(())
@@ -436,22 +421,7 @@ impl Store for SqliteStore {
                 created_at
             ],
         )?;
-        if let Some(h) = draft.handoff {
-            tx.execute(
-                "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
-                 WHERE NOT EXISTS (SELECT 1 FROM handoffs
-                                   WHERE creator = ?1 AND fan_id = ?2 AND category = ?3 AND cleared_at IS NULL)",
-                params![fan.creator, fan.id, h.category, h.reason, h.stop, h.at.to_string()],
-            )?;
-        }
-        if let Some((key, response)) = draft.idempotency {
-            tx.execute(
-                "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![fan.creator, fan.id, key, response, created_at],
-            )
-            .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
-        }
+        handoff_and_response(&tx, fan, draft.handoff, draft.idempotency, &created_at)?;
         tx.commit()
             .with_context(|| format!("saving a draft of {fan} to `{}`", self.path.display()))?;
         Ok(())
@@ -516,6 +486,41 @@ impl Store for SqliteStore {
         draft.reply = reply;
         Ok(Ok(draft))
     }
+}
+
+/// In a write's transaction: opens its handoff (unless the fan has an open one of that
+/// category) and keeps the response under its idempotency key (a key is used once).
+fn handoff_and_response(
+    tx: &Connection,
+    fan: FanRef<'_>,
+    handoff: Option<&Handoff>,
+    idempotency: Option<(&str, &str)>,
+    at: &str,
+) -> Result<()> {
+    if let Some(h) = handoff {
+        tx.execute(
+            "INSERT INTO handoffs (creator, fan_id, category, reason, stop, at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE NOT EXISTS (SELECT 1 FROM handoffs
+                               WHERE creator = ?1 AND fan_id = ?2 AND category = ?3 AND cleared_at IS NULL)",
+            params![
+                fan.creator,
+                fan.id,
+                h.category,
+                h.reason,
+                h.stop,
+                h.at.to_string()
+            ],
+        )?;
+    }
+    if let Some((key, response)) = idempotency {
+        tx.execute(
+            "INSERT INTO idempotency (creator, fan_id, key, response, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![fan.creator, fan.id, key, response, at],
+        )
+        .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
+    }
+    Ok(())
 }
 
 /// The columns [`draft_row`] reads.

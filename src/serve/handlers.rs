@@ -105,6 +105,12 @@ pub(super) struct CreatorQuery {
     creator: Option<String>,
 }
 
+/// The creator a listing is narrowed to (`?creator=`, checked), or every creator.
+pub(super) fn creator_filter<M>(state: &AppState<M>, name: Option<&str>) -> Result<Option<String>, ApiError> {
+    name.map(|n| Ok(state.creators.select(Some(n))?.creator().to_string()))
+        .transpose()
+}
+
 /// `GET /v1/models`: the creators this server speaks as.
 pub(super) async fn models<M: Send + Sync + 'static>(
     State(state): State<Arc<AppState<M>>>,
@@ -169,10 +175,7 @@ pub(super) async fn fans<M: Send + Sync + 'static>(
     Query(q): Query<CreatorQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(state.options.token.as_deref(), &headers)?;
-    let creator = match &q.creator {
-        Some(name) => Some(state.creators.select(Some(name))?.creator().to_string()),
-        None => None,
-    };
+    let creator = creator_filter(&state, q.creator.as_deref())?;
     let (fans, drafts) = state
         .with_store(move |store| {
             Ok((
@@ -232,10 +235,7 @@ pub(super) async fn handoffs<M: Send + Sync + 'static>(
     Query(q): Query<CreatorQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(state.options.token.as_deref(), &headers)?;
-    let creator = match &q.creator {
-        Some(name) => Some(state.creators.select(Some(name))?.creator().to_string()),
-        None => None,
-    };
+    let creator = creator_filter(&state, q.creator.as_deref())?;
     let open = state
         .with_store(move |store| store.all_open_handoffs(creator.as_deref()))
         .await?;

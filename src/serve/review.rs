@@ -120,10 +120,7 @@ pub(super) async fn list<M: Send + Sync + 'static>(
     Query(q): Query<DraftsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(state.options.token.as_deref(), &headers)?;
-    let creator = match &q.creator {
-        Some(name) => Some(state.creators.select(Some(name))?.creator().to_string()),
-        None => None,
-    };
+    let creator = super::handlers::creator_filter(&state, q.creator.as_deref())?;
     let fan = q.fan_id;
     let pending = state
         .with_store(move |store| store.pending_drafts(creator.as_deref(), fan.as_deref()))
