@@ -59,8 +59,8 @@ impl std::fmt::Display for CleanReply {
 }
 
 /// A person's own text (an edited draft in review mode), checked like a draft: the clean reply,
-/// or the verdict that blocked it.
-pub fn checked(
+/// or the verdict that blocked it. Only the answer module calls it, with the persona's checks.
+pub(super) fn checked(
     text: &str,
     check: &mut (dyn FnMut(&str) -> Result<Verdict> + Send),
 ) -> Result<std::result::Result<CleanReply, Verdict>> {

@@ -4,7 +4,7 @@
 //! transaction: a draft is decided once (approved, rejected, or superseded by a regenerated
 //! one); an approval is refused when the fan wrote again since the draft was made (the draft
 //! answers an older message) or when the fan was handed to a human meanwhile (unless the draft
-//! is that handoff's own reply). The fan's message enters the history when the draft is made;
+//! is that handoff's own notice, approved unedited). The fan's message enters the history when the draft is made;
 //! the reply only when it is approved, and only as a [`CleanReply`].
 
 use serde::Serialize;
@@ -125,6 +125,36 @@ pub enum Refusal {
     Stale,
 }
 
+/// A draft write refused by the rules (a regenerate of a draft that was decided meanwhile, or whose
+/// fan wrote again): the error a store's `record_draft` returns, for the caller to tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict(pub Refusal);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the draft cannot be regenerated: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+/// The rule for replacing a draft with a regenerated one, given its stored row (status and fan
+/// message row) and the fan's newest stored message row: it must be pending and still answer the
+/// newest message.
+pub fn supersedable(row: Option<(String, i64)>, newest_message: i64) -> anyhow::Result<i64> {
+    let Some((status, message_id)) = row else {
+        return Err(Conflict(Refusal::NotFound).into());
+    };
+    let status = DraftStatus::parse(&status)?;
+    if status != DraftStatus::Pending {
+        return Err(Conflict(Refusal::Decided(status)).into());
+    }
+    if newest_message != message_id {
+        return Err(Conflict(Refusal::Stale).into());
+    }
+    Ok(message_id)
+}
+
 /// The rule every backend applies before storing a decision, given the draft, the fan's newest
 /// stored message row and whether the fan has an open handoff that stops the bot.
 pub fn refusal(
@@ -138,8 +168,11 @@ pub fn refusal(
     }
     match decision {
         Decision::Reject => None,
-        // A handoff is named first: it says a person must take over.
-        Decision::Approve(_) if stopped && !draft.handoff_reply => Some(Refusal::HandedOff),
+        // A handoff is named first: it says a person must take over. While it is open, only the
+        // handoff's own notice may be sent, unedited.
+        Decision::Approve(reply) if stopped && (!draft.handoff_reply || reply.as_str() != draft.draft) => {
+            Some(Refusal::HandedOff)
+        }
         Decision::Approve(_) if newest_message > draft.message_id => Some(Refusal::Stale),
         Decision::Approve(_) => None,
     }
@@ -195,7 +228,13 @@ mod tests {
         assert_eq!(
             refusal(&own, approve, 7, true),
             None,
-            "the handoff's own reply may be sent"
+            "the handoff's own notice may be sent"
+        );
+        let edit = CleanReply::for_tests("aw you seem older");
+        assert_eq!(
+            refusal(&own, Decision::Approve(&edit), 7, true),
+            Some(Refusal::HandedOff),
+            "but not edited"
         );
         for status in [
             DraftStatus::Approved,

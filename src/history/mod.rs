@@ -284,6 +284,10 @@ pub fn check_fan_id(fan_id: &str) -> Result<()> {
     {
         bail!("the fan id `{fan_id}` must be 1 to {MAX_FAN_ID_CHARS} printable characters");
     }
+    // `.` and `..` would name other paths in the fan routes' URLs.
+    if fan_id.trim_matches('.').is_empty() {
+        bail!("the fan id `{fan_id}` must not be only dots");
+    }
     Ok(())
 }
 
@@ -650,11 +654,14 @@ mod tests {
                 Some(r#"{"draft_id":"dr_k2"}"#)
             );
             assert_eq!(store.stopping_handoff(k("kid")).unwrap(), Some(handoff));
-            // dr_k1 is stale as well as handed off; the handoff's own reply may be sent.
-            assert!(store
-                .decide_draft("dr_k1", Decision::Approve(&proposed), now)
-                .unwrap()
-                .is_err());
+            // dr_k1 is stale as well as handed off: the handoff is named. The handoff's own
+            // notice may be sent.
+            assert_eq!(
+                store
+                    .decide_draft("dr_k1", Decision::Approve(&proposed), now)
+                    .unwrap(),
+                Err(Refusal::HandedOff)
+            );
             assert!(store
                 .decide_draft("dr_k2", Decision::Approve(&safe), now)
                 .unwrap()

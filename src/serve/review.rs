@@ -89,9 +89,16 @@ pub(super) async fn store_draft<M: Send + Sync + 'static>(
                 profile: profile.as_ref(),
                 regenerates: regenerates.as_deref(),
             };
-            store.record_draft(FanRef::new(&creator, &fan_id), &draft)
+            match store.record_draft(FanRef::new(&creator, &fan_id), &draft) {
+                Ok(()) => Ok(Ok(())),
+                Err(e) => match e.downcast_ref::<drafts::Conflict>() {
+                    Some(conflict) => Ok(Err(conflict.0)),
+                    None => Err(e),
+                },
+            }
         })
-        .await?;
+        .await?
+        .map_err(|refusal| refused(ending.regenerates.unwrap_or_default(), refusal))?;
     Ok(Outcome {
         answer: response,
         replayed: false,
@@ -190,7 +197,7 @@ pub(super) async fn approve<M: Send + Sync + 'static>(
             return Err(e);
         }
     };
-    decide(&state, id, Some(reply)).await.map(Json)
+    decide(&state, &draft, Some(reply)).await.map(Json)
 }
 
 /// `POST /v1/drafts/{id}/reject`: the draft is not sent.
@@ -200,18 +207,23 @@ pub(super) async fn reject<M: Send + Sync + 'static>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(state.options.token.as_deref(), &headers)?;
-    decide(&state, id, None).await.map(Json)
+    let draft = find(&state, &id).await?;
+    decide(&state, &draft, None).await.map(Json)
 }
 
-/// Stores a decision: an approval with its clean reply, or a rejection.
+/// Stores a decision on `draft`: an approval with its clean reply, or a rejection. It waits for
+/// the fan's turn, so a fan message still being answered on this server is stored first, and
+/// the draft it makes stale is refused.
 async fn decide<M: Send + Sync + 'static>(
     state: &Arc<AppState<M>>,
-    id: String,
+    draft: &StoredDraft,
     reply: Option<answer::refine::CleanReply>,
 ) -> Result<Value, ApiError> {
-    let shown = id.clone();
+    let (id, shown) = (draft.draft_id.clone(), draft.draft_id.clone());
+    let turn = state.fans.enter(&draft.creator, &draft.fan_id).await;
     let decided = state
         .with_store(move |store| {
+            let _turn = turn;
             let decision = match &reply {
                 Some(reply) => Decision::Approve(reply),
                 None => Decision::Reject,
@@ -270,13 +282,22 @@ pub(super) async fn regenerate<M: ChatModel + Send + Sync + 'static>(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(state.options.token.as_deref(), &headers)?;
+    if !state.options.review {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "review_off",
+            "this server does not run in review mode (serve --review): it makes no drafts; approve or reject the ones left",
+        ));
+    }
+    let found = find(&state, &id).await?;
+    let persona = state.creators.select(Some(&found.creator))?;
+    let admitted = exchange::admit(&state)?;
+    let turn = state.fans.enter(&found.creator, &found.fan_id).await;
+    // Read again under the fan's turn: it may have been decided while this request waited.
     let old = find(&state, &id).await?;
     if old.status != DraftStatus::Pending {
         return Err(refused(&id, Refusal::Decided(old.status)));
     }
-    let persona = state.creators.select(Some(&old.creator))?;
-    let admitted = exchange::admit(&state)?;
-    let turn = state.fans.enter(&old.creator, &old.fan_id).await;
     let (c, f) = (old.creator.clone(), old.fan_id.clone());
     let (history, profile, handoff) = state
         .with_store(move |store| {
