@@ -184,13 +184,17 @@ pub(super) async fn fans<M: Send + Sync + 'static>(
             ))
         })
         .await?;
+    let mut pending_of = std::collections::HashMap::<(String, String), usize>::new();
+    for d in drafts {
+        *pending_of.entry((d.creator, d.fan_id)).or_default() += 1;
+    }
     let data: Vec<Value> = fans
         .into_iter()
         .map(|f| {
-            let pending = drafts
-                .iter()
-                .filter(|d| d.creator == f.creator && d.fan_id == f.id)
-                .count();
+            let pending = pending_of
+                .get(&(f.creator.clone(), f.id.clone()))
+                .copied()
+                .unwrap_or(0);
             let time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
             let returning = match (time(&f.last_at), time(&f.previous_at)) {
                 (Some(last), Some(previous)) => {

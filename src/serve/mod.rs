@@ -935,6 +935,20 @@ mod tests {
         assert_eq!(pending["data"].as_array().unwrap().len(), 1);
         let (_, fans) = call(&state, "GET", "/v1/fans", None).await;
         assert_eq!(fans["data"][0]["pending_drafts"], 1);
+        assert_eq!(fans["data"][0]["returning"], false, "one message, no silence");
+        let profile = json!({"name": "Ana", "likes": ["rain"]});
+        let (status, _) = call(&state, "PUT", "/v1/fans/ana/profile", Some(profile.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, history) = call(&state, "GET", "/v1/fans/ana/messages", None).await;
+        assert_eq!(history["profile"], profile);
+        let (status, _) = call(
+            &state,
+            "PUT",
+            "/v1/fans/ana/profile",
+            Some(json!(["not", "an object"])),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
 
         let approve = format!("/v1/drafts/{id}/approve");
         let edit = json!({"text": "add me on snapchat babe, my handle is wren_tea"});
