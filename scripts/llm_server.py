@@ -31,8 +31,9 @@ import time
 
 # name -> (gguf file under $CACHE/llm, chat template or None for the gguf's own).
 # The Gemma 3 270M gguf is the base model and carries no chat template; with llama.cpp's
-# "gemma" turn template it answered persona's prompts with code, with "chatml" in the
-# creator's voice (eval/bench/models.sh measures both), so chatml is named.
+# "gemma" turn template it answered persona's prompts with code or nothing usable, with
+# "chatml" in the creator's voice (eval/bench/models.sh; README "Which local model"), so chatml.
+# SmolLM2 is the default because it scored higher voice fidelity on every held-out turn.
 MODELS = {
     "smollm2-135m": ("SmolLM2-135M-Instruct.Q4_1.gguf", None),
     "gemma3-270m": ("gemma-3-270m-q4_k_m.gguf", "chatml"),
