@@ -26,7 +26,7 @@ echo "==> persona compile training_data/conversations.json -o artifacts/persona.
 
 started=0
 if ! bash scripts/llm.sh status >/dev/null 2>&1; then
-  echo "==> starting the local LLM (SmolLM2-135M on llama.cpp, 1 thread)" >&2
+  echo "==> starting the local LLM (${PERSONA_LOCAL_MODEL:-smollm2-135m} on llama.cpp, 1 thread)" >&2
   bash scripts/llm.sh start >/dev/null
   started=1
 fi
