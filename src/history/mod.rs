@@ -272,6 +272,8 @@ pub struct FanSummary {
     /// When the message before it was sent, to tell a fan returning after a silence.
     #[serde(skip)]
     pub previous_at: Option<String>,
+    /// Review mode's drafts waiting for a person.
+    pub pending_drafts: usize,
     /// Open handoffs, oldest first.
     pub handoffs: Vec<Handoff>,
 }

@@ -338,7 +338,8 @@ impl Store for PostgresStore {
             "SELECT f.creator, f.id, COUNT(m.id),
                     (SELECT content FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
                     (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
-                    (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1 OFFSET 1)
+                    (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1 OFFSET 1),
+                    (SELECT COUNT(*) FROM drafts WHERE creator = f.creator AND fan_id = f.id AND status = 'pending')
              FROM fans f LEFT JOIN messages m ON m.creator = f.creator AND m.fan_id = f.id
              WHERE $1::text IS NULL OR f.creator = $1
              GROUP BY f.creator, f.id ORDER BY 5 DESC NULLS LAST, f.creator, f.id",
@@ -353,6 +354,7 @@ impl Store for PostgresStore {
                     last_message: r.get(3),
                     last_at: r.get(4),
                     previous_at: r.get(5),
+                    pending_drafts: usize::try_from(r.get::<_, i64>(6))?,
                     handoffs: Vec::new(),
                 })
             })

@@ -352,6 +352,7 @@ impl Store for SqliteStore {
                 last_message: r.get(3)?,
                 last_at: r.get(4)?,
                 previous_at: r.get(5)?,
+                pending_drafts: r.get(6)?,
                 handoffs: Vec::new(),
             })
         })?;
@@ -574,7 +575,8 @@ const FAN_ROWS: &str = "
     SELECT f.creator, f.id, COUNT(m.id),
            (SELECT content FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
            (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1),
-           (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1 OFFSET 1)
+           (SELECT sent_at FROM messages WHERE creator = f.creator AND fan_id = f.id ORDER BY id DESC LIMIT 1 OFFSET 1),
+           (SELECT COUNT(*) FROM drafts WHERE creator = f.creator AND fan_id = f.id AND status = 'pending')
     FROM fans f LEFT JOIN messages m ON m.creator = f.creator AND m.fan_id = f.id
     WHERE ?1 IS NULL OR f.creator = ?1
     GROUP BY f.creator, f.id ORDER BY 5 DESC NULLS LAST, f.creator, f.id";

@@ -176,25 +176,12 @@ pub(super) async fn fans<M: Send + Sync + 'static>(
 ) -> Result<Json<Value>, ApiError> {
     authorize(state.options.token.as_deref(), &headers)?;
     let creator = creator_filter(&state, q.creator.as_deref())?;
-    let (fans, drafts) = state
-        .with_store(move |store| {
-            Ok((
-                store.fans(creator.as_deref())?,
-                store.pending_drafts(creator.as_deref(), None)?,
-            ))
-        })
+    let fans = state
+        .with_store(move |store| store.fans(creator.as_deref()))
         .await?;
-    let mut pending_of = std::collections::HashMap::<(String, String), usize>::new();
-    for d in drafts {
-        *pending_of.entry((d.creator, d.fan_id)).or_default() += 1;
-    }
     let data: Vec<Value> = fans
         .into_iter()
         .map(|f| {
-            let pending = pending_of
-                .get(&(f.creator.clone(), f.id.clone()))
-                .copied()
-                .unwrap_or(0);
             let time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
             let returning = match (time(&f.last_at), time(&f.previous_at)) {
                 (Some(last), Some(previous)) => {
@@ -204,7 +191,6 @@ pub(super) async fn fans<M: Send + Sync + 'static>(
             };
             let mut row = json!(f);
             row["returning"] = json!(returning);
-            row["pending_drafts"] = json!(pending);
             row
         })
         .collect();
