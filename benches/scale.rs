@@ -15,6 +15,12 @@
 //! answers from the artifact; the bench measures both from outside (wall time, peak RSS) and
 //! reads the artifact back to measure recall. They cluster around the training data's 586 turns,
 //! which makes the HNSW's job easier than real data would: read the recall as an upper bound.
+//! `PERSONA_BENCH_DATA=spread` builds a less repetitive set instead: random weights over three
+//! real turns and more noise, so no cluster of near-copies forms.
+//!
+//! Each size is compiled with the parameters compile chooses for it (`HnswParams::for_examples`)
+//! unless the configuration gives them; recall and query time are printed for every ef of the
+//! sweep, and the similarity the misses cost at the artifact's own ef.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -22,7 +28,6 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use persona::artifact;
-use persona::artifact::flat::Vectors;
 use persona::commands::compile;
 use persona::config::{Config, Overrides};
 use persona::conversation::transcript;
@@ -42,16 +47,45 @@ fn gaussian(rng: &mut Rng) -> f32 {
     ((-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()) as f32
 }
 
-fn mix(real: &Vectors, rng: &mut Rng) -> (usize, usize, Vec<f32>) {
+/// A synthetic vector near real turn `a`: 0.75 of it, 0.25 of turn `b`, a little noise. At 1M
+/// turns each real turn has about 1,700 such near-copies around it.
+fn mix(real: &[Vec<f32>], rng: &mut Rng) -> (usize, usize, Vec<f32>) {
     let (a, b) = (rng.below(real.len()), rng.below(real.len()));
-    let mut v: Vec<f32> = real[a]
+    let v: Vec<f32> = real[a]
         .iter()
         .zip(&real[b])
         .map(|(x, y)| 0.75 * x + 0.25 * y + 0.03 * gaussian(rng))
         .collect();
+    (a, b, unit(v))
+}
+
+/// The less repetitive set (`PERSONA_BENCH_DATA=spread`): random weights over three real turns
+/// and more noise, so no two synthetic turns are near-copies of one real one.
+fn spread(real: &[Vec<f32>], rng: &mut Rng) -> (usize, usize, Vec<f32>) {
+    let ids = [
+        rng.below(real.len()),
+        rng.below(real.len()),
+        rng.below(real.len()),
+    ];
+    let w: Vec<f32> = ids
+        .iter()
+        .map(|_| 0.1 + (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+        .collect();
+    let v: Vec<f32> = (0..real[0].len())
+        .map(|d| ids.iter().zip(&w).map(|(&i, w)| w * real[i][d]).sum::<f32>() + 0.08 * gaussian(rng))
+        .collect();
+    let (a, b) = if w[0] >= w[1] {
+        (ids[0], ids[1])
+    } else {
+        (ids[1], ids[0])
+    };
+    (a, b, unit(v))
+}
+
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= n);
-    (a, b, v)
+    v
 }
 
 /// Runs the persona binary under `/usr/bin/time`, returning its output and peak RSS in MB.
@@ -119,6 +153,17 @@ fn main() -> Result<()> {
         Ok((fan, reply))
     };
     let sources: Vec<(String, String)> = (0..real.examples.len()).map(turn_texts).collect::<Result<_>>()?;
+    let real_rows: Vec<Vec<f32>> = real.vectors.rows()?.map(<[f32]>::to_vec).collect();
+    let spread_data = std::env::var("PERSONA_BENCH_DATA").is_ok_and(|d| d == "spread");
+    let synthetic = if spread_data { spread } else { mix };
+    println!(
+        "data: {}",
+        if spread_data {
+            "spread (three real turns, random weights, noise 0.08)"
+        } else {
+            "clustered (0.75 / 0.25 of two real turns, noise 0.03)"
+        }
+    );
 
     // A private cache directory: the real assets, and an embedding cache the bench fills.
     let cache_dir = dir.path().join("cache");
@@ -132,16 +177,16 @@ fn main() -> Result<()> {
     );
     let sweep: Vec<String> = EF_SWEEP.iter().map(|ef| format!("ef {ef}")).collect();
     println!(
-        "| turns | compile s | of which hnsw build s | compile peak RSS MB | artifact MB | recall@10 {} | similarity lost per hit (ef 64) | query ms (ef 64) | exact ms | cold start ms (median of 3) | of which model / artifact / index / query embed / search | ask peak RSS MB |",
+        "| turns | M / default ef | compile s | of which hnsw build s | compile peak RSS MB | artifact MB | recall@10 {} | query ms, same efs | similarity lost per hit (default ef) | exact ms | cold start ms (median of 3) | of which model / artifact / index / query embed / search | ask peak RSS MB |",
         sweep.join(" / ")
     );
-    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|");
     for &n in &sizes {
         let mut rng = Rng::new(42);
         let mut conversations = Vec::with_capacity(n);
         let mut cache = EmbedCache::open(&cache_dir.join("embeddings"), embedder.info());
         for i in 0..n {
-            let (a, b, v) = mix(&real.vectors, &mut rng);
+            let (a, b, v) = synthetic(&real_rows, &mut rng);
             // The conversation number keeps every fan message distinct, so none is dropped as a
             // duplicate.
             let fan = format!("{} {} ({i})", sources[a].0, sources[b].0);
@@ -190,20 +235,22 @@ fn main() -> Result<()> {
         let mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
 
         let compiled = artifact::read(&path)?;
-        let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| mix(&real.vectors, &mut rng).2).collect();
+        compiled.verify_all()?;
+        let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| synthetic(&real_rows, &mut rng).2).collect();
         let started = Instant::now();
         let exact_hits: Vec<Vec<Hit>> = queries
             .iter()
             .map(|q| brute_force(&compiled.vectors, q, 10))
-            .collect();
+            .collect::<Result<_, _>>()?;
         let exact: Vec<Vec<usize>> = exact_hits
             .iter()
             .map(|hits| hits.iter().map(|h| h.id).collect())
             .collect();
         let exact_ms = started.elapsed().as_secs_f64() * 1000.0 / QUERIES as f64;
         let mut recalls = Vec::new();
-        let mut query_ms = f64::NAN;
+        let mut query_ms = Vec::new();
         let mut gap = f64::NAN;
+        let default = compiled.manifest.hnsw;
         for &ef in EF_SWEEP {
             let params = HnswParams {
                 ef_search: ef,
@@ -211,9 +258,15 @@ fn main() -> Result<()> {
             };
             let index = Index::new(compiled.graph.clone(), compiled.vectors.clone(), params)?;
             let started = Instant::now();
-            let approx_hits: Vec<Vec<Hit>> = queries.iter().map(|q| index.search(q, 10)).collect();
-            if ef == 64 {
-                query_ms = started.elapsed().as_secs_f64() * 1000.0 / QUERIES as f64;
+            let approx_hits: Vec<Vec<Hit>> = queries
+                .iter()
+                .map(|q| index.search(q, 10))
+                .collect::<Result<_, _>>()?;
+            query_ms.push(format!(
+                "{:.2}",
+                started.elapsed().as_secs_f64() * 1000.0 / QUERIES as f64
+            ));
+            if ef == default.ef_search {
                 // How much similarity the misses cost: exact minus found, rank by rank.
                 let lost: f64 = exact_hits
                     .iter()
@@ -265,8 +318,11 @@ fn main() -> Result<()> {
                 .to_string()
         };
         println!(
-            "| {n} | {compile_s:.1} | {hnsw_s:.1} | {compile_rss:.0} | {mb:.0} | {} | {gap:.4} | {query_ms:.3} | {exact_ms:.2} | {wall:.0} | {} / {} / {} / {} / {} | {rss:.0} |",
+            "| {n} | {} / {} | {compile_s:.1} | {hnsw_s:.1} | {compile_rss:.0} | {mb:.0} | {} | {} | {gap:.4} | {exact_ms:.2} | {wall:.0} | {} / {} / {} / {} / {} | {rss:.0} |",
+            default.m,
+            default.ef_search,
             recalls.join(" / "),
+            query_ms.join(" / "),
             phase("embedding model load"),
             phase("artifact read"),
             phase("hnsw index load"),

@@ -321,6 +321,10 @@ pub struct InspectArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also verify every byte now: opening checks the small sections and leaves the vectors and
+    /// conversations to be verified block by block as they are read.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// `persona doctor`.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::signature::Signature;
 use crate::filter::{FilterFile, FilterSettings};
-use crate::index::HnswParams;
+use crate::index::IndexSettings;
 use crate::llm::{self, LlmSettings, PRESETS};
 use crate::safety::{SafetyFile, SafetySettings};
 
@@ -173,8 +173,8 @@ pub struct Config {
     pub retrieval: Retrieval,
     /// Embedding settings.
     pub embedding: Embedding,
-    /// HNSW parameters.
-    pub index: HnswParams,
+    /// HNSW parameters as given; the rest are chosen from the data's size at compile.
+    pub index: IndexSettings,
     /// Compile settings.
     pub compile: Compile,
     /// The LLM endpoint and sampling settings.
@@ -388,7 +388,6 @@ impl Config {
     }
 
     fn from_file(file: FileConfig, source: Option<PathBuf>) -> Config {
-        let defaults = HnswParams::default();
         let retrieval_defaults = Retrieval::default();
         let retrieval_file = file.retrieval.unwrap_or_default();
         let runtime = RuntimeSettings {
@@ -396,10 +395,10 @@ impl Config {
             ef_search: file.index.as_ref().and_then(|i| i.ef_search),
             timezone: file.creator.as_ref().map(|c| c.timezone.clone()),
         };
-        let index = file.index.map_or(defaults, |i| HnswParams {
-            m: i.m.unwrap_or(defaults.m),
-            ef_construction: i.ef_construction.unwrap_or(defaults.ef_construction),
-            ef_search: i.ef_search.unwrap_or(defaults.ef_search),
+        let index = file.index.map_or_else(IndexSettings::default, |i| IndexSettings {
+            m: i.m,
+            ef_construction: i.ef_construction,
+            ef_search: i.ef_search,
         });
         Config {
             creator: file.creator.unwrap_or_default(),
@@ -554,8 +553,9 @@ mod tests {
             config.retrieval.context_messages,
             Retrieval::default().context_messages
         );
-        assert_eq!(config.index.m, 24);
-        assert_eq!(config.index.ef_search, HnswParams::default().ef_search);
+        assert_eq!(config.index.m, Some(24));
+        assert_eq!(config.index.ef_search, None, "chosen from the data's size");
+        assert_eq!(config.index.params(1_000_000).m, 24, "a given value wins");
         config.validate().unwrap();
 
         let err = parse_file("[retrieval]\nkk = 5\n").unwrap_err().to_string();

@@ -9,13 +9,13 @@
 //! it can only search worse (the artifact's checksums catch damage first).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
 
 use anyhow::{bail, Result};
 use hnsw_rs::prelude::{DistDot, Hnsw};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::flat::{Flat, Vectors};
+use crate::artifact::flat::{Damaged, Flat, Vectors};
 use crate::embed::dot;
 
 /// HNSW parameters, recorded in the artifact.
@@ -36,6 +36,56 @@ impl Default for HnswParams {
             ef_construction: 200,
             ef_search: 64,
         }
+    }
+}
+
+impl HnswParams {
+    /// The parameters for an index of `examples` nodes.
+    ///
+    /// Chosen by the scale bench (README, Performance): M 16 with a beam of 64 finds the exact top
+    /// 10 up to 100k examples; past that, links wear thin inside clusters of near-identical
+    /// turns, so the beam doubles to 128 (recall@10 0.999 at 200k) and from 250k on the graph
+    /// gets M 32 and a beam of 256 (0.993 at 1M, where M 16 at 64 found 0.82).
+    pub fn for_examples(examples: usize) -> Self {
+        let (m, ef_search) = match examples {
+            0..=100_000 => (16, 64),
+            100_001..=250_000 => (16, 128),
+            _ => (32, 256),
+        };
+        HnswParams {
+            m,
+            ef_construction: 200,
+            ef_search,
+        }
+    }
+}
+
+/// `[index]` as configured: each parameter either given or left to be chosen from the number of
+/// examples when compiling ([`HnswParams::for_examples`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexSettings {
+    /// `m`, if given.
+    pub m: Option<usize>,
+    /// `ef_construction`, if given.
+    pub ef_construction: Option<usize>,
+    /// `ef_search`, if given.
+    pub ef_search: Option<usize>,
+}
+
+impl IndexSettings {
+    /// The parameters to build an index of `examples` nodes with.
+    pub fn params(&self, examples: usize) -> HnswParams {
+        let sized = HnswParams::for_examples(examples);
+        HnswParams {
+            m: self.m.unwrap_or(sized.m),
+            ef_construction: self.ef_construction.unwrap_or(sized.ef_construction),
+            ef_search: self.ef_search.unwrap_or(sized.ef_search),
+        }
+    }
+
+    /// Checks the given parameters; the message names the setting and its range.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        self.params(0).check()
     }
 }
 
@@ -148,7 +198,7 @@ pub fn build(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
         bail!("{n} examples are more than one index can hold ({})", NONE - 1);
     }
     let hnsw = Hnsw::<f32, DistDot>::new(params.m, n, MAX_LAYER, params.ef_construction, DistDot {});
-    let data: Vec<(&[f32], usize)> = vectors.iter().enumerate().map(|(i, v)| (v, i)).collect();
+    let data: Vec<(&[f32], usize)> = vectors.rows()?.enumerate().map(|(i, v)| (v, i)).collect();
     hnsw.parallel_insert_slice(&data);
     drop(data);
 
@@ -204,6 +254,28 @@ pub fn build(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
     })
 }
 
+/// The nodes a search has seen: one bit per node, so a 1M-node search allocates 125 KB once and
+/// checks a node with a shift and a mask instead of hashing it.
+struct Visited(Vec<u64>);
+
+impl Visited {
+    fn new(nodes: usize) -> Self {
+        Visited(vec![0; nodes.div_ceil(64)])
+    }
+
+    /// Marks `v` seen; whether it was new. Ids past the end (a damaged graph) count as seen.
+    fn insert(&mut self, v: u32) -> bool {
+        let (word, bit) = (v as usize / 64, 1u64 << (v % 64));
+        match self.0.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A candidate during search, ordered by score.
 #[derive(Clone, Copy, PartialEq)]
 struct Scored(f32, u32);
@@ -241,24 +313,27 @@ impl Index {
         })
     }
 
-    /// The `k` nearest examples, nearest first.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
+    /// The `k` nearest examples, nearest first; an error only when a vector it reads is damaged
+    /// (see [`crate::artifact::flat::Lazy`]).
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, Damaged> {
         let Some((mut at, top)) = self.entry else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         if k == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let score = |v: u32| self.vectors.get(v as usize).map(|x| dot(x, query));
-        let Some(mut best) = score(at) else {
-            return Vec::new();
+        let score = |v: u32| -> Result<Option<f32>, Damaged> {
+            Ok(self.vectors.get(v as usize)?.map(|x| dot(x, query)))
+        };
+        let Some(mut best) = score(at)? else {
+            return Ok(Vec::new());
         };
         // Greedy descent: on each upper layer move to the best neighbour until none is better.
         for layer in (1..=top).rev() {
             loop {
                 let mut moved = false;
                 for &nb in self.graph.neighbours(at, layer) {
-                    if let Some(s) = score(nb) {
+                    if let Some(s) = score(nb)? {
                         if s > best {
                             (best, at, moved) = (s, nb, true);
                         }
@@ -271,7 +346,7 @@ impl Index {
         }
         // Beam search on layer 0 with `ef` candidates.
         let ef = self.params.ef_search.max(k);
-        let mut visited = HashSet::with_capacity((ef * 8).min(self.vectors.len()));
+        let mut visited = Visited::new(self.vectors.len());
         visited.insert(at);
         let mut frontier = BinaryHeap::from([Scored(best, at)]);
         let mut kept = BinaryHeap::from([Reverse(Scored(best, at))]);
@@ -284,7 +359,7 @@ impl Index {
                 if !visited.insert(nb) {
                     continue;
                 }
-                let Some(s) = score(nb) else { continue };
+                let Some(s) = score(nb)? else { continue };
                 let worst = kept.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
                 if kept.len() < ef || s > worst {
                     frontier.push(Scored(s, nb));
@@ -304,7 +379,7 @@ impl Index {
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         hits.truncate(k);
-        hits
+        Ok(hits)
     }
 
     /// Number of indexed examples.
@@ -319,9 +394,9 @@ impl Index {
 }
 
 /// Exact search by scanning every vector, nearest first: the reference for recall.
-pub fn brute_force(vectors: &Vectors, query: &[f32], k: usize) -> Vec<Hit> {
+pub fn brute_force(vectors: &Vectors, query: &[f32], k: usize) -> Result<Vec<Hit>, Damaged> {
     let mut hits: Vec<Hit> = vectors
-        .iter()
+        .rows()?
         .enumerate()
         .map(|(id, v)| Hit {
             id,
@@ -334,7 +409,7 @@ pub fn brute_force(vectors: &Vectors, query: &[f32], k: usize) -> Vec<Hit> {
         hits.truncate(k);
     }
     hits.sort_by(order);
-    hits
+    Ok(hits)
 }
 
 #[cfg(test)]
@@ -369,9 +444,9 @@ mod tests {
         )
         .unwrap();
         let (mut found, mut total) = (0, 0);
-        for q in vs.iter().step_by(37) {
-            let approx = index.search(q, 10);
-            let exact = brute_force(&vs, q, 10);
+        for q in vs.rows().unwrap().step_by(37) {
+            let approx = index.search(q, 10).unwrap();
+            let exact = brute_force(&vs, q, 10).unwrap();
             assert_eq!(approx.len(), 10);
             assert!(
                 approx.windows(2).all(|w| w[0].score >= w[1].score),
@@ -396,8 +471,8 @@ mod tests {
         assert!(graph.links.iter().all(|&l| (l as usize) < 500));
         assert!(graph.levels.iter().any(|&l| l > 0), "a multi-layer graph");
         let index = Index::new(graph, vs.clone(), HnswParams::default()).unwrap();
-        for (i, v) in vs.iter().enumerate() {
-            assert_eq!(index.search(v, 1)[0].id, i, "node {i}");
+        for (i, v) in vs.rows().unwrap().enumerate() {
+            assert_eq!(index.search(v, 1).unwrap()[0].id, i, "node {i}");
         }
     }
 
@@ -412,8 +487,8 @@ mod tests {
         offsets[10] = u32::MAX;
         graph.offsets = Flat::owned(offsets);
         let index = Index::new(graph, vs.clone(), HnswParams::default()).unwrap();
-        for q in vs.iter().step_by(11) {
-            assert!(index.search(q, 5).iter().all(|h| h.id < 300));
+        for q in vs.rows().unwrap().step_by(11) {
+            assert!(index.search(q, 5).unwrap().iter().all(|h| h.id < 300));
         }
     }
 
@@ -444,6 +519,35 @@ mod tests {
             let err = params.check().unwrap_err();
             assert!(err.contains(expected), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn parameters_grow_with_the_data_and_given_ones_win() {
+        assert_eq!(HnswParams::for_examples(586), HnswParams::default());
+        assert_eq!(HnswParams::for_examples(200_000).ef_search, 128);
+        let million = HnswParams::for_examples(1_000_000);
+        assert_eq!((million.m, million.ef_search), (32, 256));
+        let given = IndexSettings {
+            ef_search: Some(40),
+            ..IndexSettings::default()
+        };
+        assert_eq!(given.params(1_000_000).ef_search, 40);
+        assert_eq!(given.params(1_000_000).m, 32);
+        assert!(IndexSettings {
+            m: Some(0),
+            ..IndexSettings::default()
+        }
+        .check()
+        .is_err());
+    }
+
+    #[test]
+    fn visited_marks_each_node_once_and_treats_ids_past_the_end_as_seen() {
+        let mut seen = Visited::new(128);
+        assert!(seen.insert(0) && seen.insert(64) && seen.insert(127));
+        assert!(!seen.insert(64), "a second visit is not new");
+        assert!(!seen.insert(128) && !seen.insert(u32::MAX), "no such node");
+        assert!(seen.insert(63));
     }
 
     #[test]

@@ -40,10 +40,11 @@ fn hnsw_matches_exact_search_on_real_embeddings() {
     let mut found = 0;
     for q in &vectors {
         let exact: Vec<usize> = brute_force(&artifact.vectors, q, k)
+            .unwrap()
             .iter()
             .map(|h| h.id)
             .collect();
-        let approx = index.search(q, k);
+        let approx = index.search(q, k).unwrap();
         assert_eq!(approx.len(), k);
         assert!(
             approx.windows(2).all(|w| w[0].score >= w[1].score),
@@ -55,8 +56,8 @@ fn hnsw_matches_exact_search_on_real_embeddings() {
     assert!(recall >= 0.95, "recall@{k} = {recall:.3}");
 
     // Every indexed vector finds itself first.
-    for (i, v) in artifact.vectors.iter().enumerate().step_by(7) {
-        let top = index.search(v, 1)[0];
+    for (i, v) in artifact.vectors.rows().unwrap().enumerate().step_by(7) {
+        let top = index.search(v, 1).unwrap()[0];
         assert!(
             top.id == i || (top.score - 1.0).abs() < 1e-4,
             "example {i} found {top:?}"

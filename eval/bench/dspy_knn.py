@@ -28,6 +28,7 @@ What is timed (time.perf_counter):
            the cache, a second one reads it. DSPy keys that cache on the callable's source
            text and the inputs, not on the model, so a different model behind the same wrapper
            function would be served stale vectors (from ~/.dspy_cache across processes).
+           Skipped with --no-cached; across processes, with the disk cache, see --fresh.
   knn      per question, `KNN(chat_history=...)`: what KNNFewShot's forward calls to pick demos
            (embeds the query, dot product with every trainset vector, full argsort: exact brute
            force), split into time inside the model call and the rest. The rest is also
@@ -53,6 +54,20 @@ are the base example's real MiniLM vector plus small Gaussian noise, renormalize
 embedding time is estimated from the raw throughput. Queries are always embedded for real, so
 the knn figures at scale are real: real query embedding, exact search over N vectors.
 `--scale-embed` embeds all N texts for real instead (slow).
+
+`--make-dataset N OUT` only writes N real-like examples in the conversations.json format (see
+make_dataset; dspy-compare.sh --examples). The main run then reads them with `--data OUT
+--holdout 0 --questions-data training_data/conversations.json --questions-holdout 0.2`: the
+trainset is all of OUT, the questions are the real data's held-out fan messages.
+
+`--fresh --cache-dir DIR --launched-at T` only times one new process to its first demos with
+DSPy's default `Embedder(embed)` (caching=True) and its disk cache in DIR (see fresh): run it
+on an empty DIR (cold: embeds the trainset and writes it to DIR), then again on the same DIR
+(warm: reads the trainset vectors back). DSPy keys each cached batch (Embedder's batch_size,
+200 texts) on sha256 of the callable's source text, the batch's texts in order and the call's
+kwargs (dspy/clients/cache.py Cache.cache_key, request_cache; dspy/clients/embedding.py
+_cached_compute_embeddings), so a callable's vectors are cached like a litellm model's, but
+under its source, not its model.
 
 Prints a Markdown table, then one line of JSON with every figure (last line of stdout).
 `--questions-out FILE` writes the questions used (one JSON string per line) for persona's half;
@@ -183,6 +198,7 @@ class MiniLM:
         self.seconds = 0.0  # time spent inside __call__, for the knn split
         self.last_seconds = 0.0
         self.tokens = 0  # real (unpadded) tokens seen
+        self.texts = 0  # texts embedded (for --fresh: how many the DSPy cache did not serve)
 
     def __call__(self, texts):
         np = self.np
@@ -197,6 +213,7 @@ class MiniLM:
                 feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
             hidden = self.session.run([self.output], feeds)[0]
             self.tokens += int(mask.sum())
+            self.texts += len(encodings)
             if hidden.ndim == 3:
                 m = mask[:, :, None].astype(np.float32)
                 pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
@@ -303,6 +320,18 @@ def parse_args(argv):
     p.add_argument("--vectors-out")
     p.add_argument("--parity", nargs=2, metavar=("VECTORS_NPZ", "PERSONA_JSONL"),
                    help="only compare saved DSPy scores with `persona ask --json` demo scores")
+    p.add_argument("--questions-data", help="draw the questions from this file's held-out conversations "
+                   "instead of --data's (used with a --make-dataset trainset and --holdout 0)")
+    p.add_argument("--questions-holdout", type=float, default=None,
+                   help="hold-out fraction for --questions-data, and the part of --data --make-dataset "
+                        "leaves out (default: --holdout)")
+    p.add_argument("--make-dataset", nargs=2, metavar=("N", "OUT_JSON"),
+                   help="only write N real-like examples recombined from --data (see make_dataset)")
+    p.add_argument("--fresh", action="store_true",
+                   help="only time one new process to its first demos with DSPy's disk cache in --cache-dir")
+    p.add_argument("--cache-dir", help="with --fresh: DSPy's disk cache directory")
+    p.add_argument("--launched-at", type=float, help="with --fresh: epoch seconds when the process was started")
+    p.add_argument("--question-index", type=int, default=0, help="with --fresh: which question to ask")
     return p.parse_args(argv)
 
 
@@ -331,10 +360,182 @@ def parity(npz_path: str, jsonl_path: str) -> int:
     return 0
 
 
+def pick_questions(args, heldout) -> list[str]:
+    """The fan message right before each held-out creator turn, alone (as `persona ask
+    "<question>"` sees it: a one-message history, embedded as `THE FAN: <question>`). With
+    `--questions-data` they come from that file's held-out conversations (at
+    `--questions-holdout`), not from the trainset's file."""
+    if args.questions_data:
+        _, heldout, _, _ = load_examples(Path(args.questions_data), args.window, args.questions_holdout)
+    questions, seen_q = [], set()
+    for (_, _, _, _, hist) in heldout:
+        last = hist[-1]
+        q = " ".join(last["content"].split())
+        if not last["from_creator"] and q and q not in seen_q and not q.startswith("-"):
+            seen_q.add(q)
+            questions.append(q)
+        if len(questions) >= args.questions:
+            break
+    return questions
+
+
+MAX_MESSAGE_CHARS = 4000  # src/conversation/mod.rs
+
+
+def make_dataset(args, n: int, out_path: str) -> int:
+    """Writes a conversations.json-format file with exactly `n` examples (after persona's duplicate
+    rule, with no hold-out), recombined from the real data like benches/scale.rs: each synthetic
+    conversation is a real conversation from `--data`'s indexed part (hold-out
+    `--questions-holdout`, so the held-out questions stay unseen) whose every fan message is
+    joined with another real fan message drawn at random, with the creator's real replies in their
+    real places. The last one is cut after the creator turn that makes `n`. Fixed `--seed`."""
+    import random
+
+    data = json.loads(Path(args.data).read_text(encoding="utf-8"))
+    sources = []
+    for item in data:
+        messages = item["chat_history"]["messages"] + [{"from_creator": True, "content": item["output"]}]
+        messages = [{"from_creator": bool(m["from_creator"]), "content": m["content"]} for m in messages]
+        if not is_held_out(messages, args.questions_holdout):
+            sources.append((item.get("fan"), messages))
+    pool = [m["content"].strip() for _, ms in sources for m in ms if not m["from_creator"] and m["content"].strip()]
+    if not sources or not pool:
+        sys.exit(f"dspy_knn: {args.data} has no indexed conversation with a fan message to recombine")
+    rng = random.Random(args.seed)
+    seen, out, total, tries = set(), [], 0, 0
+    while total < n:
+        tries += 1
+        if tries > 100 * n + 1000:
+            sys.exit(f"dspy_knn: could not make {n} distinct examples from {args.data}")
+        fan, messages = rng.choice(sources)
+        new = []
+        for m in messages:
+            if m["from_creator"]:
+                new.append(dict(m))
+                continue
+            joined = f"{m['content'].strip()} {rng.choice(pool)}"
+            new.append({"from_creator": False,
+                        "content": joined if len(joined) <= MAX_MESSAGE_CHARS else m["content"]})
+        added, end = 0, None
+        for t, m in enumerate(new):
+            if not m["from_creator"] or t == 0:
+                continue
+            key = (embedding_text(new[:t], args.window), m["content"].strip())
+            if key in seen:
+                continue
+            seen.add(key)
+            added += 1
+            if total + added == n:
+                end = t
+                break
+        if not added:
+            continue
+        if end is not None:
+            new = new[: end + 1]
+        total += added
+        item = {"id": f"s{len(out)}", "chat_history": {"messages": new[:-1]}, "output": new[-1]["content"]}
+        if fan is not None:
+            item["fan"] = fan
+        out.append(item)
+    Path(out_path).write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+    print(json.dumps({"examples": total, "conversations": len(out), "source_conversations": len(sources),
+                      "fan_messages_pool": len(pool), "seed": args.seed, "path": out_path}))
+    return 0
+
+
+def reply_student(dspy):
+    """The program KNNFewShot compiles: one Predict over persona's inputs."""
+
+    class Reply(dspy.Signature):
+        """You are the creator chatting with a fan; answer in the creator's own voice."""
+
+        chat_history: str = dspy.InputField(desc="the chat history, oldest first; YOU are the creator")
+        output: str = dspy.OutputField(desc="the creator's next message")
+
+    return dspy.Predict(Reply)
+
+
+def fresh(args) -> int:
+    """One new DSPy process, timed from its launch (`--launched-at`, epoch seconds taken by the
+    caller just before starting it) to its first demos, with DSPy's default
+    `Embedder(embed)` (caching=True) and its disk cache in `--cache-dir`: empty, the process
+    embeds the trainset and fills the cache; filled by an earlier process, it reads the trainset
+    vectors back instead. Then its peak RSS. Prints one line of JSON."""
+    import resource
+
+    launched = args.launched_at if args.launched_at is not None else time.time()
+    t = time.perf_counter()
+    import dspy
+    from dspy.teleprompt import KNNFewShot
+
+    import_s = time.perf_counter() - t
+    # DSPy's default cache (memory + disk, 30 GB limit), only in a chosen directory.
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=args.cache_dir)
+
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "model.onnx").is_file():
+        sys.exit(f"dspy_knn: no model at {model_dir}/model.onnx; run `bash scripts/setup-assets.sh --no-llm`")
+    t = time.perf_counter()
+    base, heldout, _, _ = load_examples(Path(args.data), args.window, args.holdout)
+    questions = pick_questions(args, heldout)
+    if not base or not questions:
+        sys.exit("dspy_knn: no examples or no questions")
+    question = questions[args.question_index % len(questions)]
+    trainset = [dspy.Example(chat_history=b[0], output=b[1]).with_inputs("chat_history") for b in base]
+    data_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model = MiniLM(model_dir, args.threads, args.batch)
+    model_load_s = time.perf_counter() - t
+
+    # DSPy's cache key holds this function's source text (dspy/clients/cache.py _transform_value),
+    # not the model it calls: the cold and warm processes run the same source, so the keys match.
+    def embed(texts):
+        return model(texts)
+
+    t = time.perf_counter()
+    knn_fs = KNNFewShot(args.k, trainset, vectorizer=dspy.Embedder(embed))  # caching=True is the default
+    knn_fs.compile(reply_student(dspy))
+    build_s = time.perf_counter() - t
+    trainset_texts_embedded = model.texts
+    t = time.perf_counter()
+    demos = knn_fs.KNN(chat_history=f"{FAN_TAG}: {question}")
+    first_knn_s = time.perf_counter() - t
+    to_first_demos_s = time.time() - launched
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    assert len(demos) == min(args.k, len(base))
+    entries = len(dspy.cache.disk_cache)
+    size = sum(f.stat().st_size for f in Path(args.cache_dir).rglob("*") if f.is_file())
+    print(json.dumps({
+        "examples": len(base),
+        "question_index": args.question_index,
+        "launch_to_first_demos_seconds": r(to_first_demos_s),
+        "in_process_seconds": {"import": r(import_s), "data": r(data_s), "model_load": r(model_load_s),
+                               "knn_build_and_compile": r(build_s), "first_knn_call": r(first_knn_s)},
+        "trainset_texts_embedded": trainset_texts_embedded,
+        "query_texts_embedded": model.texts - trainset_texts_embedded,
+        "disk_cache_entries": entries,
+        "disk_cache_bytes": size,
+        "ru_maxrss_kb_at_first_demos": rss_kb,
+    }))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    if args.questions_holdout is None:
+        args.questions_holdout = args.holdout
     if args.parity:
         return parity(*args.parity)
+    if args.make_dataset:
+        count, out_path = args.make_dataset
+        if not count.isdigit() or int(count) < 1:
+            sys.exit("dspy_knn: --make-dataset needs a positive number of examples")
+        return make_dataset(args, int(count), out_path)
+    if args.fresh:
+        if not args.cache_dir:
+            sys.exit("dspy_knn: --fresh needs --cache-dir DIR (DSPy's disk cache for this run)")
+        return fresh(args)
 
     import numpy as np
 
@@ -357,17 +558,7 @@ def main(argv=None) -> int:
     if not base:
         sys.exit("dspy_knn: no examples")
 
-    # Questions: the fan message right before each held-out creator turn, alone (as `persona ask
-    # "<question>"` sees it: a one-message history, embedded as `THE FAN: <question>`).
-    questions, seen_q = [], set()
-    for (_, _, _, _, hist) in heldout:
-        last = hist[-1]
-        q = " ".join(last["content"].split())
-        if not last["from_creator"] and q and q not in seen_q and not q.startswith("-"):
-            seen_q.add(q)
-            questions.append(q)
-        if len(questions) >= args.questions:
-            break
+    questions = pick_questions(args, heldout)
     if args.questions_out:
         with open(args.questions_out, "w", encoding="utf-8") as f:
             for q in questions:
@@ -425,13 +616,7 @@ def main(argv=None) -> int:
     lm = TimedDummyLM({"": {"output": "mm stub reply from DummyLM"}})
     dspy.configure(lm=lm)
 
-    class Reply(dspy.Signature):
-        """You are the creator chatting with a fan; answer in the creator's own voice."""
-
-        chat_history: str = dspy.InputField(desc="the chat history, oldest first; YOU are the creator")
-        output: str = dspy.OutputField(desc="the creator's next message")
-
-    student = dspy.Predict(Reply)
+    student = reply_student(dspy)
 
     # DSPy is given a plain function, as with `dspy.Embedder(model.encode)`: with caching on,
     # DSPy deep-copies the callable on every cache miss (a function is copied by reference; an
@@ -564,7 +749,9 @@ def main(argv=None) -> int:
                 "embed_median_ms": r(embed_stats["median_ms"]), "embed_p90_ms": r(embed_stats["p90_ms"]),
                 "rest_median_ms": r(rest_stats["median_ms"]), "rest_p90_ms": r(rest_stats["p90_ms"]),
                 "numpy_search_median_ms": r(search_stats["median_ms"]),
-                "numpy_search_p90_ms": r(search_stats["p90_ms"])},
+                "numpy_search_p90_ms": r(search_stats["p90_ms"]),
+                "per_question_ms": [r(x * 1000.0) for x in knn_s],
+                "embed_per_question_ms": [r(x * 1000.0) for x in embed_s]},
         "forward_dummy_lm": None if forward is None else {k2: r(v) for k2, v in forward.items()},
         "forward_dummy_lm_gold_demos": None if forward_gold is None else {k2: r(v) for k2, v in forward_gold.items()},
         "questions": len(questions),

@@ -102,7 +102,8 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     )
     .expect("`read` checked the graph against the vectors");
     let k = artifact.settings.retrieval.k;
-    for hit in index.search(&query(dims), k * 4) {
+    // A damaged vector block is an error, not a wrong answer.
+    for hit in index.search(&query(dims), k * 4).map_err(|e| e.to_string())? {
         assert!(hit.id < artifact.examples.len());
         let _ = artifact.reply(hit.id);
     }

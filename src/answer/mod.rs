@@ -260,7 +260,7 @@ impl Persona {
             facts.notes.push(note);
         }
         let query = self.embed_query(turn.history)?;
-        let hits = self.search(&query, turn.demos);
+        let hits = self.search(&query, turn.demos)?;
         let (demos, demo_inputs) = self.demos(&hits, turn.demos)?;
 
         let shown = &turn.history[turn.history.len().saturating_sub(PROMPT_HISTORY_MESSAGES)..];
@@ -382,7 +382,7 @@ impl Persona {
     /// (no safety, context or prompt): what the retrieval eval compares.
     pub fn choose_demos(&self, history: &[Message], mode: DemoMode) -> Result<Vec<DemoInfo>> {
         let query = self.embed_query(history)?;
-        let hits = self.search(&query, mode);
+        let hits = self.search(&query, mode)?;
         Ok(self.demos(&hits, mode)?.0)
     }
 
@@ -399,13 +399,13 @@ impl Persona {
     }
 
     /// The demo hits: the KNN choice over the over-fetched neighbours, none, or k at random.
-    fn search(&self, query: &[f32], mode: DemoMode) -> Vec<(Hit, bool)> {
+    fn search(&self, query: &[f32], mode: DemoMode) -> Result<Vec<(Hit, bool)>> {
         let t = Instant::now();
         let k = self.k;
         let hits = match mode {
             DemoMode::Nearest => self
                 .index
-                .search(query, k * retrieve::OVERFETCH)
+                .search(query, k * retrieve::OVERFETCH)?
                 .into_iter()
                 .map(|h| (h, true))
                 .collect(),
@@ -420,21 +420,16 @@ impl Persona {
                         ids.push(id);
                     }
                 }
-                ids.into_iter()
-                    .map(|id| {
-                        (
-                            Hit {
-                                id,
-                                score: dot(&self.artifact.vectors[id], query),
-                            },
-                            false,
-                        )
-                    })
-                    .collect()
+                let mut hits = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let score = self.artifact.vectors.get(id)?.map_or(0.0, |v| dot(v, query));
+                    hits.push((Hit { id, score }, false));
+                }
+                hits
             }
         };
         self.record("hnsw search", t.elapsed());
-        hits
+        Ok(hits)
     }
 
     /// Decodes the hits' conversations once each, selects the demos (KNN rules for neighbours,
@@ -584,7 +579,7 @@ impl Persona {
                 prompt: &prompt,
                 parse: &parse,
                 check: &mut check,
-                fallbacks: self.fallbacks(&prepared.query),
+                fallbacks: self.fallbacks(&prepared.query)?,
                 input: prepared.input_verdict.clone(),
                 judge,
             },

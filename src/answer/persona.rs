@@ -269,14 +269,13 @@ impl Persona {
 
     /// Fallback replies, best first: the creator's deflections nearest to the query, then the
     /// configured ones.
-    pub(super) fn fallbacks(&self, query: &[f32]) -> Vec<String> {
-        let mut scored: Vec<(f32, u32)> = self
-            .artifact
-            .filter
-            .deflections
-            .iter()
-            .filter_map(|&d| self.artifact.vectors.get(d as usize).map(|v| (dot(v, query), d)))
-            .collect();
+    pub(super) fn fallbacks(&self, query: &[f32]) -> Result<Vec<String>> {
+        let mut scored: Vec<(f32, u32)> = Vec::new();
+        for &d in &self.artifact.filter.deflections {
+            if let Some(v) = self.artifact.vectors.get(d as usize)? {
+                scored.push((dot(v, query), d));
+            }
+        }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut out: Vec<String> = scored
             .into_iter()
@@ -284,6 +283,6 @@ impl Persona {
             .filter_map(|(_, d)| self.artifact.reply(d as usize))
             .collect();
         out.extend(self.artifact.settings.filter.fallbacks.iter().cloned());
-        out
+        Ok(out)
     }
 }

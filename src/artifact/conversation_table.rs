@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::artifact::flat::Flat;
+use crate::artifact::flat::{Flat, Lazy};
 use crate::conversation::Conversation;
 
 /// Conversations, each decoded on demand.
@@ -15,8 +15,9 @@ use crate::conversation::Conversation;
 pub struct ConversationTable {
     /// `len + 1` byte offsets into `bodies`, starting at 0.
     offsets: Flat<u64>,
-    /// The conversations' JSON documents, back to back.
-    bodies: Flat<u8>,
+    /// The conversations' JSON documents, back to back; a conversation's blocks are verified
+    /// when it is decoded.
+    bodies: Lazy<u8>,
 }
 
 impl ConversationTable {
@@ -31,13 +32,13 @@ impl ConversationTable {
         }
         Ok(ConversationTable {
             offsets: Flat::owned(offsets),
-            bodies: Flat::owned(bodies),
+            bodies: Lazy::verified(Flat::owned(bodies)),
         })
     }
 
     /// A table over stored parts, or an error saying what is inconsistent. Checks that the offsets
     /// start at 0, never decrease and end at the bodies' length, so `get` never reads outside.
-    pub fn from_parts(offsets: Flat<u64>, bodies: Flat<u8>) -> Result<Self> {
+    pub fn from_parts(offsets: Flat<u64>, bodies: Lazy<u8>) -> Result<Self> {
         if offsets.first() != Some(&0) {
             bail!("the conversation offsets do not start at 0");
         }
@@ -74,13 +75,14 @@ impl ConversationTable {
         };
         // `from_parts` checked the offsets, but a file overwritten in place under its reader
         // could still change them: never slice unchecked.
-        let body = usize::try_from(start)
-            .ok()
-            .zip(usize::try_from(end).ok())
-            .and_then(|(s, e)| self.bodies.get(s..e))
-            .with_context(|| {
-                format!("conversation {i} lies outside the artifact's conversations; {rebuild}")
-            })?;
+        let range = usize::try_from(start).ok().zip(usize::try_from(end).ok());
+        let body = match range {
+            Some((s, e)) if s <= e => self.bodies.get(s..e)?,
+            _ => None,
+        };
+        let body = body.with_context(|| {
+            format!("conversation {i} lies outside the artifact's conversations; {rebuild}")
+        })?;
         serde_json::from_slice(body)
             .with_context(|| format!("decoding conversation {i} of the artifact; {rebuild}"))
     }
@@ -91,7 +93,7 @@ impl ConversationTable {
     }
 
     /// The JSON documents, as stored.
-    pub fn bodies(&self) -> &Flat<u8> {
+    pub fn bodies(&self) -> &Lazy<u8> {
         &self.bodies
     }
 }
@@ -139,7 +141,7 @@ mod tests {
 
     #[test]
     fn inconsistent_offsets_are_refused() {
-        let bodies = || Flat::owned(b"{}{}".to_vec());
+        let bodies = || Lazy::verified(Flat::owned(b"{}{}".to_vec()));
         for (name, offsets) in [
             ("not from 0", vec![1u64, 4]),
             ("decreasing", vec![0, 3, 2, 4]),

@@ -13,6 +13,16 @@
 //! sections  each at a 64-byte-aligned offset; unknown tags are skipped
 //! ```
 //!
+//! Verification. Opening checks the header and every small section's checksum. The two sections
+//! that grow with the data, the vectors and the conversations (1.8 GB of a 1M-turn artifact),
+//! also carry block checksums (format 3): one xxh3-64 per 4 KiB block, in sections of their own
+//! that are themselves verified on opening. Those two are not read on opening; they reach the
+//! rest of the program only as [`flat::Lazy`] arrays, which verify each block the first time any
+//! of its bytes is read, so an answer uses only verified bytes while opening costs the small
+//! sections alone. A damaged block is an error when it is read, naming the file; `persona
+//! inspect --verify` checks every byte. Format 2 files (no block checksums) are verified whole
+//! on opening, as before.
+//!
 //! Sections: manifest, settings (creator, signature, retrieval, filter) and the compiled filter
 //! and style profile as JSON; conversations as one JSON document each plus their offsets; the
 //! examples as (conversation, turn) u32 pairs; the vectors as f32 rows; the HNSW graph as flat
@@ -38,7 +48,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::answer::signature::Signature;
 use crate::artifact::conversation_table::ConversationTable;
-use crate::artifact::flat::{Flat, Vectors};
+use crate::artifact::flat::{block_sums, Flat, Lazy, Vectors};
 use crate::config::{ContextSettings, Privacy};
 use crate::config::{Creator, Retrieval};
 use crate::conversation::Example;
@@ -56,7 +66,7 @@ compile_error!(
 
 const MAGIC: &[u8; 8] = b"PRSNART\0";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build still reads.
 pub const OLDEST_READABLE: u32 = 2;
 const FIXED_HEADER: usize = 8 + 4 + 4 + 4 + 4;
@@ -79,6 +89,13 @@ const TAG_STYLE: u32 = 9;
 const TAG_CONVERSATIONS: u32 = 10;
 const TAG_GRAPH_OFFSETS: u32 = 11;
 const TAG_GRAPH_LINKS: u32 = 12;
+const TAG_VECTOR_BLOCKS: u32 = 13;
+const TAG_CONVERSATION_BLOCKS: u32 = 14;
+/// The sections verified block by block on use, each with the section holding its block sums.
+const LAZY: [(u32, u32); 2] = [
+    (TAG_VECTORS, TAG_VECTOR_BLOCKS),
+    (TAG_CONVERSATIONS, TAG_CONVERSATION_BLOCKS),
+];
 
 /// What the artifact is, readable without the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +213,14 @@ impl Artifact {
         c.messages.into_iter().nth(e.turn as usize).map(|m| m.content)
     }
 
+    /// Verifies the blocks that opening leaves to be verified on use, all of them now: with the
+    /// checks opening made, every byte of the file has then matched its checksum.
+    pub fn verify_all(&self) -> Result<()> {
+        self.vectors.flat().all()?;
+        self.conversations.bodies().all()?;
+        Ok(())
+    }
+
     /// Refuses an artifact whose embedding model differs from the one loaded now.
     pub fn check_model(&self, model: &ModelInfo) -> Result<()> {
         let built = &self.manifest.embedding;
@@ -222,13 +247,24 @@ impl Artifact {
             .iter()
             .flat_map(|e| [e.conversation, e.turn])
             .collect();
+        // A damaged array read from an artifact is refused here rather than resealed under new
+        // checksums.
+        let conversations: &[u8] = self.conversations.bodies().all()?;
+        let vectors: &[u8] = bytemuck::cast_slice(self.vectors.flat().all()?);
+        let conversation_blocks = block_sums(conversations);
+        let vector_blocks = block_sums(vectors);
         let mut sections: Vec<(u32, &[u8])> = vec![
             (TAG_MANIFEST, &manifest),
             (TAG_SETTINGS, &settings),
             (TAG_CONVERSATION_OFFSETS, self.conversations.offsets().as_bytes()),
-            (TAG_CONVERSATIONS, self.conversations.bodies().as_bytes()),
+            (TAG_CONVERSATIONS, conversations),
+            (
+                TAG_CONVERSATION_BLOCKS,
+                bytemuck::cast_slice(&conversation_blocks),
+            ),
             (TAG_EXAMPLES, bytemuck::cast_slice(&examples)),
-            (TAG_VECTORS, self.vectors.flat().as_bytes()),
+            (TAG_VECTORS, vectors),
+            (TAG_VECTOR_BLOCKS, bytemuck::cast_slice(&vector_blocks)),
             (TAG_GRAPH_LEVELS, self.graph.levels.as_bytes()),
             (TAG_GRAPH_UPPER, self.graph.upper.as_bytes()),
             (TAG_GRAPH_OFFSETS, self.graph.offsets.as_bytes()),
@@ -301,8 +337,10 @@ pub fn read(path: &Path) -> Result<Artifact> {
     decode(Arc::new(map), &name)
 }
 
-/// Rewrites every checksum of an artifact's bytes in place: each section's whose range lies inside
-/// the buffer, then the header's. Returns whether the buffer had a whole header to reseal.
+/// Rewrites every checksum of an artifact's bytes in place: the block sums of each section
+/// verified on use (when their section has room for exactly that many), each section's whose
+/// range lies inside the buffer, then the header's. Returns whether the buffer had a whole header
+/// to reseal.
 ///
 /// For fuzzing and tests only: it lets damaged *contents* reach the checks after the checksums,
 /// which nearly every random change would otherwise stop at. It never fails and never panics;
@@ -316,14 +354,31 @@ pub fn reseal_checksums(bytes: &mut [u8]) -> bool {
     if count > MAX_SECTIONS || bytes.len() < header_len(count) {
         return false;
     }
-    for i in 0..count {
+    let range_of = |bytes: &[u8], i: usize| {
         let at = FIXED_HEADER + i * ENTRY;
         let (start, len) = (u64_at(bytes, at + 8), u64_at(bytes, at + 16));
-        let range = usize::try_from(start)
+        usize::try_from(start)
             .ok()
             .zip(usize::try_from(len).ok())
-            .and_then(|(s, l)| Some(s..s.checked_add(l)?));
-        if let Some(sum) = range.and_then(|r| bytes.get(r)).map(xxh3_64) {
+            .and_then(|(s, l)| Some(s..s.checked_add(l)?))
+            .filter(|r| r.end <= bytes.len())
+    };
+    let tag_of = |bytes: &[u8], i: usize| u32_at(bytes, FIXED_HEADER + i * ENTRY);
+    for (section, blocks) in LAZY {
+        let find = |tag: u32| (0..count).find(|&i| tag_of(bytes, i) == tag);
+        let ranges = find(section)
+            .zip(find(blocks))
+            .and_then(|(s, b)| range_of(bytes, s).zip(range_of(bytes, b)));
+        if let Some((body, sums_at)) = ranges {
+            let sums = block_sums(&bytes[body]);
+            if sums_at.len() == sums.len() * 8 {
+                bytes[sums_at].copy_from_slice(bytemuck::cast_slice(&sums));
+            }
+        }
+    }
+    for i in 0..count {
+        let at = FIXED_HEADER + i * ENTRY;
+        if let Some(sum) = range_of(bytes, i).map(|r| xxh3_64(&bytes[r])) {
             bytes[at + 24..at + 32].copy_from_slice(&sum.to_le_bytes());
         }
     }
@@ -338,6 +393,7 @@ struct Entry {
     tag: u32,
     start: usize,
     len: usize,
+    sum: u64,
 }
 
 /// Checks the magic bytes, the format versions and the header's checksum, then reads the section
@@ -388,20 +444,33 @@ fn section_table(bytes: &[u8], name: &str, rebuild: &str) -> Result<Vec<Entry>> 
         let Some((start, end)) = range else {
             bail!("`{name}` is truncated: section {tag} runs past the end of the file; {rebuild}");
         };
-        if xxh3_64(&bytes[start..end]) != u64_at(bytes, at + 24) {
-            bail!(
-                "`{name}` is corrupted ({} section checksum mismatch); {rebuild}",
-                section_name(tag)
-            );
-        }
         entries.push(Entry {
             tag,
             start,
             len: end - start,
+            sum: u64_at(bytes, at + 24),
         });
     }
-
+    let has = |tag: u32| entries.iter().any(|e| e.tag == tag);
+    for e in &entries {
+        let lazy = LAZY
+            .iter()
+            .any(|&(section, blocks)| e.tag == section && has(blocks));
+        if !lazy && !e.verify(bytes) {
+            bail!(
+                "`{name}` is corrupted ({} section checksum mismatch); {rebuild}",
+                section_name(e.tag)
+            );
+        }
+    }
     Ok(entries)
+}
+
+impl Entry {
+    /// Whether the section's bytes match its whole-section checksum.
+    fn verify(&self, bytes: &[u8]) -> bool {
+        xxh3_64(&bytes[self.start..self.start + self.len]) == self.sum
+    }
 }
 
 fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
@@ -440,6 +509,20 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
             format!("`{name}` has a malformed {what} section (size or alignment); {rebuild}")
         })
     }
+    // A section with block sums (format 3) is verified on use; one without was verified whole by
+    // `section_table`.
+    let lazy_view = |tag: u32, blocks: u32, what: &str| -> Result<Lazy<u8>> {
+        let Some(sums) = find(blocks) else {
+            return Ok(Lazy::verified(view(&map, find(tag), what, name, rebuild)?));
+        };
+        let sums: Flat<u64> = view(&map, Some(sums), &format!("{what} block sums"), name, rebuild)?;
+        let e = find(tag).with_context(|| missing(tag))?;
+        Lazy::mapped(&map, e.start, e.len, sums, &format!("`{name}`'s {what}")).with_context(|| {
+            format!(
+                "`{name}` has malformed {what} block sums (their number does not fit the section); {rebuild}"
+            )
+        })
+    };
     let inconsistent = |what: String| anyhow::anyhow!("`{name}` is inconsistent: {what}; {rebuild}");
     manifest.hnsw.check().map_err(inconsistent)?;
     let dims = manifest.embedding.dims;
@@ -464,7 +547,7 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
             name,
             rebuild,
         )?,
-        view(&map, find(TAG_CONVERSATIONS), "conversations", name, rebuild)?,
+        lazy_view(TAG_CONVERSATIONS, TAG_CONVERSATION_BLOCKS, "conversations")?,
     )
     .map_err(|e| inconsistent(e.to_string()))?;
     if let Some(&bad) = manifest
@@ -488,7 +571,11 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
             turn: p[1],
         })
         .collect();
-    let flat: Flat<f32> = view(&map, find(TAG_VECTORS), "vectors", name, rebuild)?;
+    let flat: Lazy<f32> = lazy_view(TAG_VECTORS, TAG_VECTOR_BLOCKS, "vectors")?
+        .cast()
+        .with_context(|| {
+            format!("`{name}` has a malformed vectors section (size or alignment); {rebuild}")
+        })?;
     let floats = flat.len();
     let vectors = Vectors::from_flat(flat, dims)
         .filter(|v| v.len() == examples.len())
@@ -644,6 +731,7 @@ mod tests {
     use super::*;
     use crate::conversation::{Conversation, Message};
     use crate::index;
+    use crate::index::Index;
 
     pub(crate) fn sample() -> Artifact {
         let m = |from_creator, content: &str| Message {
@@ -735,6 +823,75 @@ mod tests {
         read(&path)
     }
 
+    /// Where section `tag` lies in an artifact's bytes.
+    fn section_range(bytes: &[u8], tag: u32) -> std::ops::Range<usize> {
+        let count = u32_at(bytes, 16) as usize;
+        let at = (0..count)
+            .map(|i| FIXED_HEADER + i * ENTRY)
+            .find(|&at| u32_at(bytes, at) == tag)
+            .unwrap();
+        let start = u64_at(bytes, at + 8) as usize;
+        start..start + u64_at(bytes, at + 16) as usize
+    }
+
+    #[test]
+    fn damaged_vectors_or_conversations_open_but_are_refused_where_they_are_read() {
+        let good = bytes_of(&sample());
+        let mut bad_vector = good.clone();
+        let vectors = section_range(&good, TAG_VECTORS);
+        bad_vector[vectors.start + 13] ^= 0x01; // vector 1 of 3-dim vectors
+        let a = read_bytes(&bad_vector).expect("opening reads neither section");
+        let query = [1.0f32, 0.0, 0.0];
+        let index = Index::new(a.graph.clone(), a.vectors.clone(), a.manifest.hnsw).unwrap();
+        let err = index.search(&query, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("`") && err.contains("x.bin`'s vectors are corrupted"),
+            "{err}"
+        );
+        assert!(a.verify_all().is_err());
+        assert!(
+            a.encode(&mut Vec::new()).is_err(),
+            "never resealed under new checksums"
+        );
+
+        let mut bad_conversation = good.clone();
+        let conversations = section_range(&good, TAG_CONVERSATIONS);
+        bad_conversation[conversations.start + 3] ^= 0x01;
+        let a = read_bytes(&bad_conversation).unwrap();
+        let err = format!("{:#}", a.conversations.get(0).unwrap_err());
+        assert!(err.contains("conversations are corrupted"), "{err}");
+        assert_eq!(a.reply(1), None);
+        assert!(a.verify_all().is_err());
+
+        // The block sums themselves are verified on opening.
+        let mut bad_sums = good.clone();
+        bad_sums[section_range(&good, TAG_VECTOR_BLOCKS).start] ^= 0x01;
+        let err = read_bytes(&bad_sums).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn an_artifact_without_block_sums_is_verified_whole_on_opening() {
+        // Format 2 had no block sums: hide them under an unknown tag.
+        let mut old = bytes_of(&sample());
+        for tag in [TAG_VECTOR_BLOCKS, TAG_CONVERSATION_BLOCKS] {
+            let count = u32_at(&old, 16) as usize;
+            let at = (0..count)
+                .map(|i| FIXED_HEADER + i * ENTRY)
+                .find(|&at| u32_at(&old, at) == tag)
+                .unwrap();
+            old[at..at + 4].copy_from_slice(&999u32.to_le_bytes());
+        }
+        assert!(reseal_checksums(&mut old));
+        let a = read_bytes(&old).unwrap();
+        assert_eq!(format!("{:?}", a.vectors.flat()), "Lazy(6 items)");
+        assert_eq!(a, sample());
+        let vectors = section_range(&old, TAG_VECTORS);
+        old[vectors.start + 13] ^= 0x01;
+        let err = read_bytes(&old).unwrap_err().to_string();
+        assert!(err.contains("vectors section checksum mismatch"), "{err}");
+    }
+
     #[test]
     fn round_trips_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -744,7 +901,11 @@ mod tests {
         let back = read(&path).unwrap();
         assert_eq!(back, artifact);
         assert_eq!(back.reply(1).as_deref(), Some("tea time"));
-        assert_eq!(format!("{:?}", back.vectors.flat()), "Flat(6 items, mapped)");
+        assert_eq!(
+            format!("{:?}", back.vectors.flat()),
+            "Lazy(6 items, verified on use)"
+        );
+        back.verify_all().unwrap();
         // No temporary file is left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

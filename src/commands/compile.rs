@@ -241,7 +241,8 @@ fn build(
     cache.unload()?;
     clock.lap("learned filter, safety and mood: embed the labelled texts, train");
 
-    let graph = index::build(&vectors, config.index)?;
+    let hnsw = config.index.params(vectors.len());
+    let graph = index::build(&vectors, hnsw)?;
     clock.lap("hnsw build");
     filter.embed_examples(embedder)?;
     check_handoff_replies(config, &filter, &learned, embedder)?;
@@ -255,7 +256,7 @@ fn build(
         dataset,
         examples: examples.len(),
         duplicates_dropped: duplicates,
-        hnsw: config.index,
+        hnsw,
         heldout: Heldout {
             fraction: config.compile.holdout,
             conversations: heldout,

@@ -122,6 +122,9 @@ fn run_check(base: Overrides, args: CheckArgs) -> Result<ExitCode> {
 
 fn run_inspect(args: InspectArgs) -> Result<ExitCode> {
     let artifact = artifact::read(&args.artifact)?;
+    if args.verify {
+        artifact.verify_all()?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &inspect::to_json(&artifact))?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::artifact::flat::{Flat, Vectors};
+use crate::artifact::flat::{Flat, Lazy, Vectors};
 use crate::embed::{Embedder, ModelInfo};
 
 const MAGIC: &[u8; 8] = b"PRSNEMB1";
@@ -148,8 +148,8 @@ pub fn embed_with_cache(
     for k in &keys {
         flat.extend_from_slice(cache.get(k).context("an embedding went missing from the cache")?);
     }
-    let vectors =
-        Vectors::from_flat(Flat::owned(flat), cache.dims).context("the embedding model has 0 dimensions")?;
+    let vectors = Vectors::from_flat(Lazy::verified(Flat::owned(flat)), cache.dims)
+        .context("the embedding model has 0 dimensions")?;
     Ok((vectors, missing.len()))
 }
 

@@ -257,7 +257,14 @@ fn feature_rows(
     let mut at = 0;
     let mut rows = Vec::with_capacity(samples.len());
     for (s, texts) in samples.iter().zip(&per_sample) {
-        let own: Vec<Vec<f32>> = (at..at + texts.len()).map(|i| vectors[i].to_vec()).collect();
+        let own: Vec<Vec<f32>> = (at..at + texts.len())
+            .map(|i| {
+                Ok(vectors
+                    .get(i)?
+                    .context("the embedder returned too few vectors")?
+                    .to_vec())
+            })
+            .collect::<Result<_>>()?;
         at += texts.len();
         let lexical = lexical_index(filter, names, &s.text);
         rows.push(features::build(
