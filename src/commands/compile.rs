@@ -426,14 +426,36 @@ fn read_labelled(
 /// measurement): everyday messages, the safety classifier's negatives.
 fn fan_messages(conversations: &[Conversation], heldout: &[usize]) -> Vec<(String, Option<String>)> {
     let mut seen = std::collections::HashSet::new();
-    conversations
+    let all = conversations
         .iter()
         .enumerate()
         .filter(|(i, _)| heldout.binary_search(i).is_err())
         .flat_map(|(_, c)| c.messages.iter().filter(|m| !m.from_creator))
         .filter(|m| seen.insert(m.content.clone()))
         .map(|m| (m.content.clone(), None))
-        .collect()
+        .collect();
+    sample_negatives(all)
+}
+
+/// The most texts of the training data a classifier takes as negatives. Each costs a few
+/// embeddings (the text, its sentences, the pair with its fan message), so taking all of a
+/// million-turn history would embed it again, several times over, for a classifier that a few
+/// thousand negatives already fix.
+const MAX_NEGATIVES: usize = 4000;
+
+/// At most [`MAX_NEGATIVES`] of `texts`, chosen by a hash of their content: the same data always
+/// gives the same sample, in the data's order, and adding conversations moves few of the chosen.
+fn sample_negatives(texts: Vec<(String, Option<String>)>) -> Vec<(String, Option<String>)> {
+    if texts.len() <= MAX_NEGATIVES {
+        return texts;
+    }
+    let rank = |t: &(String, Option<String>)| xxhash_rust::xxh3::xxh3_64(t.0.as_bytes());
+    let mut ranks: Vec<u64> = texts.iter().map(rank).collect();
+    ranks.sort_unstable();
+    let cut = ranks[MAX_NEGATIVES - 1];
+    let mut kept: Vec<_> = texts.into_iter().filter(|t| rank(t) <= cut).collect();
+    kept.truncate(MAX_NEGATIVES);
+    kept
 }
 
 /// Refuses a safety category whose fixed reply the topic filter would block: that reply goes
@@ -469,7 +491,7 @@ fn check_handoff_replies(
 /// The creator's indexed replies, each with the fan message it answered.
 fn creator_replies(conversations: &[Conversation], examples: &[Example]) -> Vec<(String, Option<String>)> {
     let mut seen = std::collections::HashSet::new();
-    examples
+    let all = examples
         .iter()
         .filter_map(|e| {
             let messages = conversations
@@ -485,7 +507,8 @@ fn creator_replies(conversations: &[Conversation], examples: &[Example]) -> Vec<
             seen.insert(reply.content.clone())
                 .then(|| (reply.content.clone(), fan))
         })
-        .collect()
+        .collect();
+    sample_negatives(all)
 }
 
 /// The examples where the fan asked for something the filter blocks and the creator's reply is
@@ -556,4 +579,33 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(range: std::ops::Range<usize>) -> Vec<(String, Option<String>)> {
+        range.map(|i| (format!("reply {i}"), None)).collect()
+    }
+
+    #[test]
+    fn negatives_are_capped_by_a_content_hash_sample_that_stays_put_as_data_grows() {
+        assert_eq!(
+            sample_negatives(texts(0..10)),
+            texts(0..10),
+            "few texts are all kept"
+        );
+        let sample = sample_negatives(texts(0..10_000));
+        assert_eq!(sample.len(), MAX_NEGATIVES);
+        assert_eq!(sample, sample_negatives(texts(0..10_000)), "deterministic");
+        assert!(sample.windows(2).all(|w| w[0].0 != w[1].0));
+        let first: std::collections::HashSet<_> = sample.into_iter().collect();
+        let grown = sample_negatives(texts(0..11_000));
+        let kept = grown.iter().filter(|t| first.contains(*t)).count();
+        assert!(
+            kept > MAX_NEGATIVES * 8 / 10,
+            "adding 10% more texts kept {kept} of the sample"
+        );
+    }
 }
