@@ -182,7 +182,9 @@ fn inspect_refuses_damaged_and_foreign_artifacts() {
     for (name, bytes, expected) in cases {
         let file = dir.path().join(format!("{}.bin", name.replace(' ', "_")));
         std::fs::write(&file, bytes).unwrap();
-        let err = persona(&["inspect", file.to_str().unwrap()]).failure();
+        // `--verify` also checks the blocks that opening leaves to be verified on use, so a flip
+        // anywhere in the file is caught.
+        let err = persona(&["inspect", "--verify", file.to_str().unwrap()]).failure();
         assert!(
             err.contains(expected) && err.contains(file.to_str().unwrap()),
             "{name}: {err}"
