@@ -256,7 +256,7 @@ if ((SCALE > 0)); then
 fi
 
 # ----------------------------------------------------------------- persona ----
-say "persona: compile ($PERSONA compile $PERSONA_DATA ${PERSONA_HOLDOUT[*]} --no-cache --json --threads $THREADS)"
+say "persona: compile ($PERSONA compile $PERSONA_DATA${PERSONA_HOLDOUT[*]:+ ${PERSONA_HOLDOUT[*]}} --no-cache --json --threads $THREADS)"
 PERSONA_EMBED_THREADS="$THREADS" run_rss "$work/rss_compile" "$PERSONA" compile "$PERSONA_DATA" \
   "${PERSONA_HOLDOUT[@]}" -o "$work/a.bin" --no-cache --json --threads "$THREADS" \
   >"$work/compile.json" 2>"$work/compile.err" ||
