@@ -77,8 +77,8 @@ impl ConversationTable {
         // could still change them: never slice unchecked.
         let range = usize::try_from(start).ok().zip(usize::try_from(end).ok());
         let body = match range {
-            Some((s, e)) if s <= e => self.bodies.get(s..e)?,
-            _ => None,
+            Some((s, e)) => self.bodies.get(s..e)?,
+            None => None,
         };
         let body = body.with_context(|| {
             format!("conversation {i} lies outside the artifact's conversations; {rebuild}")

@@ -225,11 +225,6 @@ impl<T: Pod> Lazy<T> {
     pub fn all(&self) -> Result<&[T], Damaged> {
         Ok(self.get(0..self.len())?.unwrap_or(&[]))
     }
-
-    /// Whether the array is mapped from a file rather than owned.
-    pub fn is_mapped(&self) -> bool {
-        matches!(self.flat.backing, Backing::Mapped { .. })
-    }
 }
 
 impl Lazy<u8> {
