@@ -12,8 +12,33 @@ use std::borrow::Cow;
 
 use super::sentences;
 
-/// Buckets of the hashed word n-grams.
-pub const HASH_DIMS: usize = 2048;
+/// The hashed word n-gram features of a learned filter: how many buckets, and their weight
+/// against the unit-length embeddings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Words {
+    /// Buckets the unigrams and bigrams are hashed into.
+    pub buckets: usize,
+    /// The length of the word block (it is L2-normalized, then scaled by this).
+    pub weight: f32,
+}
+
+impl Words {
+    /// The topic filter's: 16,384 buckets weighted 2. Against 2,048 at weight 1, out-of-fold
+    /// recall at 1% false positives on the corpus rose from 0.657 to 0.692 for meetings and
+    /// from 0.820 to 0.835 for platforms (mean of three fold shuffles); fewer buckets collide
+    /// fewer of the words that tell a plan from a story.
+    pub const TOPICS: Words = Words {
+        buckets: 16_384,
+        weight: 2.0,
+    };
+    /// The safety and mood classifiers' (and every artifact's before the topic filter's grew).
+    pub const COMPACT: Words = Words {
+        buckets: 2048,
+        weight: 1.0,
+    };
+    /// Most buckets a stored model may declare.
+    pub const MAX_BUCKETS: usize = 1 << 20;
+}
 /// Weight of the lexical one-hot features (the embeddings are unit vectors).
 const LEXICAL_WEIGHT: f32 = 3.0;
 
@@ -125,10 +150,10 @@ pub fn texts_to_embed(text: &str, fan_message: Option<&str>) -> Vec<String> {
 ///
 /// Saturates instead of overflowing: a stored model is compared against this length, and a
 /// damaged artifact's dimensions must fail that comparison, not the arithmetic.
-pub fn len(dims: usize, categories: usize) -> usize {
+pub fn len(dims: usize, categories: usize, words: Words) -> usize {
     dims.saturating_mul(4)
         .saturating_add(categories)
-        .saturating_add(HASH_DIMS)
+        .saturating_add(words.buckets)
 }
 
 /// Builds the feature vector from the embeddings of [`texts_to_embed`] (same order), the index of
@@ -139,12 +164,13 @@ pub fn build(
     vectors: &[Vec<f32>],
     lexical: Option<usize>,
     categories: usize,
+    words: Words,
 ) -> Vec<f32> {
     let dims = vectors.first().map_or(0, Vec::len);
     let has_fan = fan_message.is_some_and(|f| !f.trim().is_empty());
     let sentence_end = vectors.len().saturating_sub(if has_fan { 2 } else { 0 });
     let full: &[f32] = vectors.first().map_or(&[], |v| v.as_slice());
-    let mut out = Vec::with_capacity(len(dims, categories));
+    let mut out = Vec::with_capacity(len(dims, categories, words));
     out.extend_from_slice(full);
     let sentence_vectors = vectors.get(1..sentence_end).unwrap_or(&[]);
     for i in 0..dims {
@@ -169,17 +195,19 @@ pub fn build(
         out.extend(std::iter::repeat_n(0.0, dims));
     }
     out.extend((0..categories).map(|c| if lexical == Some(c) { LEXICAL_WEIGHT } else { 0.0 }));
-    out.extend(hashed_words(&expand_chat_spelling(text)));
+    out.extend(hashed_words(&expand_chat_spelling(text), words));
     out
 }
 
-/// Word unigrams and bigrams hashed (FNV-1a) into [`HASH_DIMS`] buckets, L2-normalized.
-fn hashed_words(text: &str) -> Vec<f32> {
+/// Word unigrams and bigrams hashed (FNV-1a) into `words.buckets` buckets, L2-normalized and
+/// scaled by `words.weight`.
+fn hashed_words(text: &str, spec: Words) -> Vec<f32> {
     let words: Vec<&str> = text
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())
         .collect();
-    let mut v = vec![0f32; HASH_DIMS];
+    let buckets = spec.buckets.max(1);
+    let mut v = vec![0f32; buckets];
     let mut add = |parts: &[&str]| {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for (i, p) in parts.iter().enumerate() {
@@ -190,7 +218,7 @@ fn hashed_words(text: &str) -> Vec<f32> {
                 h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
             }
         }
-        v[(h % HASH_DIMS as u64) as usize] = 1.0;
+        v[(h % buckets as u64) as usize] = 1.0;
     };
     for w in &words {
         add(&[w]);
@@ -200,7 +228,7 @@ fn hashed_words(text: &str) -> Vec<f32> {
     }
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+        v.iter_mut().for_each(|x| *x *= spec.weight / norm);
     }
     v
 }
@@ -242,17 +270,37 @@ mod tests {
             vec![0.5, 0.5, 0.0],
             vec![0.0, 0.5, 0.5],
         ];
-        let f = build("ok. see you there", Some("meet me at 8?"), &vectors, Some(1), 2);
-        assert_eq!(f.len(), len(dims, 2));
+        let words = Words {
+            buckets: 64,
+            weight: 2.0,
+        };
+        let f = build(
+            "ok. see you there",
+            Some("meet me at 8?"),
+            &vectors,
+            Some(1),
+            2,
+            words,
+        );
+        assert_eq!(f.len(), len(dims, 2, words));
+        assert_eq!(f.len(), 3 * 4 + 2 + 64);
         assert_eq!(&f[..3], &[1.0, 0.0, 0.0], "full");
         assert_eq!(&f[3..6], &[0.0, 1.0, 1.0], "max over sentences");
         assert_eq!(&f[6..9], &[0.5, 0.5, 0.0], "pair");
         assert_eq!(&f[9..12], &[0.0, 0.5, 0.5], "fan");
         assert_eq!(&f[12..14], &[0.0, LEXICAL_WEIGHT], "lexical one-hot");
-        let words = &f[14..];
-        let norm: f32 = words.iter().map(|x| x * x).sum();
-        assert!((norm - 1.0).abs() < 1e-5);
-        let alone = build("ok. see you there", None, &vectors[..2], None, 2);
+        let block = &f[14..];
+        let norm: f32 = block.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 2.0).abs() < 1e-5,
+            "the word block has length `weight`: {norm}"
+        );
+        assert_eq!(
+            block.iter().filter(|x| **x > 0.0).count(),
+            4 + 3,
+            "4 words, 3 bigrams"
+        );
+        let alone = build("ok. see you there", None, &vectors[..2], None, 2, words);
         assert_eq!(
             &alone[6..9],
             &alone[..3],

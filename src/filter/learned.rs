@@ -277,9 +277,12 @@ fn check_options(o: &TrainOptions) -> Result<(), TrainError> {
 }
 
 /// One checked training example with a non-zero weight.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Example<'a> {
     x: &'a [f32],
+    /// The indices of `x`'s non-zero components: training visits only those, so wide and
+    /// mostly empty features (hashed words) cost what they hold, not their width.
+    nonzero: Vec<u32>,
     positive: bool,
     weight: f64,
     fold: usize,
@@ -324,6 +327,7 @@ fn collect_examples<'a>(
         if weight > 0.0 {
             examples.push(Example {
                 x: v,
+                nonzero: (0..dims as u32).filter(|&j| v[j as usize] != 0.0).collect(),
                 positive,
                 weight: f64::from(weight),
                 fold: 0,
@@ -367,10 +371,16 @@ fn fit(set: &[&Example], d: usize, opts: &TrainOptions) -> Result<(Vec<f32>, f32
     for _ in 0..opts.epochs {
         grad.iter_mut().for_each(|g| *g = 0.0);
         for e in set {
-            let p = sigmoid(theta[d] + dot(&theta, e.x));
+            // The dense sums in index order, without their zero terms: the same values.
+            let z: f64 = e
+                .nonzero
+                .iter()
+                .map(|&j| theta[j as usize] * f64::from(e.x[j as usize]))
+                .sum();
+            let p = sigmoid(theta[d] + z);
             let r = coef(e) * (p - f64::from(u8::from(e.positive)));
-            for (g, &xj) in grad.iter_mut().zip(e.x) {
-                *g += r * f64::from(xj);
+            for &j in &e.nonzero {
+                grad[j as usize] += r * f64::from(e.x[j as usize]);
             }
             grad[d] += r;
         }

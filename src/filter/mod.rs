@@ -578,7 +578,7 @@ impl Filter {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let vectors = embedder.embed(&refs)?;
         let names = lexical_names;
-        let row = features::build(text, fan_message, &vectors, lexical, names.len());
+        let row = features::build(text, fan_message, &vectors, lexical, names.len(), learned.words());
         let best = learned
             .categories
             .iter()

@@ -18,8 +18,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::Embedder;
+use crate::filter::features::Words;
 use crate::filter::learned::TrainOptions;
-use crate::filter::train::LearnedFilter;
+use crate::filter::train::{LearnedFilter, Recipe};
 use crate::filter::{Category, Filter, FilterSettings};
 
 /// The default categories, shipped with persona.
@@ -36,14 +37,18 @@ pub fn default_categories() -> Vec<String> {
     vec!["minor".into(), "crisis".into()]
 }
 
-/// The options the safety classifier is trained with: the topic filter's, with a 3% budget of
+/// How the safety classifier is trained: the topic filter's options, with a 3% budget of
 /// out-of-fold false positives instead of 1%. A needless handoff costs a person a look at the
 /// chat; a missed minor or crisis costs far more, and the labelled negatives are mostly traps
 /// written to look alike ("i'm 40 but act 12"), harder than everyday messages.
-pub fn train_options() -> TrainOptions {
-    TrainOptions {
-        max_false_positive_rate: 0.03,
-        ..crate::filter::train::options()
+pub fn recipe() -> Recipe {
+    Recipe {
+        options: TrainOptions {
+            max_false_positive_rate: 0.03,
+            ..crate::filter::train::options()
+        },
+        words: Words::COMPACT,
+        others_negative: true,
     }
 }
 

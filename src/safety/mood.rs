@@ -12,8 +12,9 @@ use serde::Deserialize;
 
 use crate::conversation::Message;
 use crate::embed::Embedder;
+use crate::filter::features::Words;
 use crate::filter::learned::TrainOptions;
-use crate::filter::train::{LabelledText, LearnedFilter};
+use crate::filter::train::{LabelledText, LearnedFilter, Recipe};
 use crate::filter::{Category, Filter, FilterSettings};
 
 /// The labelled set compiled into persona.
@@ -50,13 +51,18 @@ pub const NEUTRAL: &str = "neutral";
 /// Fan messages, newest last, that the mood is read from.
 pub const MOOD_MESSAGES: usize = 2;
 
-/// The options mood classifiers are trained with: a balanced operating point (recall 0.8 within
-/// 5% false positives), since a missed mood costs a note, not a fan.
-pub fn train_options() -> TrainOptions {
-    TrainOptions {
-        target_recall: 0.8,
-        max_false_positive_rate: 0.05,
-        ..crate::filter::train::options()
+/// How mood classifiers are trained: a balanced operating point (recall 0.8 within 5% false
+/// positives), since a missed mood costs a note, not a fan; another mood's text is a negative (a
+/// sad message should not read as angry); the compact word features.
+pub fn recipe() -> Recipe {
+    Recipe {
+        options: TrainOptions {
+            target_recall: 0.8,
+            max_false_positive_rate: 0.05,
+            ..crate::filter::train::options()
+        },
+        words: Words::COMPACT,
+        others_negative: true,
     }
 }
 
