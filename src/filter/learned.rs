@@ -1,6 +1,8 @@
-//! Learned topic categories: a one-vs-rest logistic-regression classifier over precomputed,
-//! L2-normalized sentence embeddings, whose firing threshold is chosen by stratified k-fold
-//! cross-validation on the training data alone.
+//! Learned categories: a binary logistic-regression classifier per category over precomputed
+//! feature vectors (sentence embeddings and hashed words, [`super::features`]), whose firing
+//! threshold is chosen by stratified k-fold cross-validation on the training data alone. Which
+//! examples are negatives (every other one, or benign ones only) is the caller's choice, made
+//! through the example weights.
 //!
 //! Owns: training ([`train`]), the stored model ([`CategoryModel`], serde), the cross-validated
 //! figures recorded with it ([`CvFigures`]) and the shape check a loaded model must pass
@@ -204,7 +206,8 @@ impl fmt::Display for TrainError {
 
 impl std::error::Error for TrainError {}
 
-/// Trains one category: `labels[i]` says whether `vectors[i]` belongs to it (one-vs-rest).
+/// Trains one category: `labels[i]` says whether `vectors[i]` belongs to it; an example of
+/// weight 0 takes no part.
 ///
 /// The model is L2-regularized logistic regression fitted by full-batch Adam in f64. Positives and
 /// negatives each carry half the loss; within a class, examples are weighted by `weights` (default
@@ -282,7 +285,7 @@ struct Example<'a> {
     x: &'a [f32],
     /// The indices of `x`'s non-zero components: training visits only those, so wide and
     /// mostly empty features (hashed words) cost what they hold, not their width.
-    nonzero: Vec<u32>,
+    nonzero: Vec<usize>,
     positive: bool,
     weight: f64,
     fold: usize,
@@ -327,7 +330,7 @@ fn collect_examples<'a>(
         if weight > 0.0 {
             examples.push(Example {
                 x: v,
-                nonzero: (0..dims as u32).filter(|&j| v[j as usize] != 0.0).collect(),
+                nonzero: (0..dims).filter(|&j| v[j] != 0.0).collect(),
                 positive,
                 weight: f64::from(weight),
                 fold: 0,
@@ -372,15 +375,11 @@ fn fit(set: &[&Example], d: usize, opts: &TrainOptions) -> Result<(Vec<f32>, f32
         grad.iter_mut().for_each(|g| *g = 0.0);
         for e in set {
             // The dense sums in index order, without their zero terms: the same values.
-            let z: f64 = e
-                .nonzero
-                .iter()
-                .map(|&j| theta[j as usize] * f64::from(e.x[j as usize]))
-                .sum();
+            let z: f64 = e.nonzero.iter().map(|&j| theta[j] * f64::from(e.x[j])).sum();
             let p = sigmoid(theta[d] + z);
             let r = coef(e) * (p - f64::from(u8::from(e.positive)));
             for &j in &e.nonzero {
-                grad[j as usize] += r * f64::from(e.x[j as usize]);
+                grad[j] += r * f64::from(e.x[j]);
             }
             grad[d] += r;
         }
