@@ -99,6 +99,13 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
+/// The most features an [`Llr`] keeps: the most frequent ones. The ratios are computed over all
+/// of them, so a kept feature's weight does not depend on the cap; a dropped one, seen a handful
+/// of times at most in a large history, scores as unseen. Without the cap a history of a million
+/// turns, with its names, numbers and typos, made a style profile of tens of megabytes that every
+/// `ask` had to parse before answering.
+pub const MAX_FEATURES: usize = 50_000;
+
 /// Log-likelihood ratios of features (trigrams or words): creator against background voices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Llr {
@@ -119,14 +126,23 @@ impl Llr {
         let n_creator: f64 = creator.values().sum::<f64>() + vocabulary;
         let n_background: f64 = background.values().sum::<f64>() + vocabulary;
         let ratio = |c: f64, b: f64| ((c + 1.0) / n_creator).ln() - ((b + 1.0) / n_background).ln();
-        let weights = creator
+        let mut counted: Vec<(&String, f64, f64)> = creator
             .keys()
-            .chain(background.keys())
+            .chain(background.keys().filter(|k| !creator.contains_key(*k)))
             .map(|k| {
                 let c = creator.get(k).copied().unwrap_or(0.0);
                 let b = background.get(k).copied().unwrap_or(0.0);
-                (k.clone(), ratio(c, b))
+                (k, c, b)
             })
+            .collect();
+        if counted.len() > MAX_FEATURES {
+            // Most frequent first, ties by the feature itself, so the same data keeps the same set.
+            counted.sort_unstable_by(|x, y| (y.1 + y.2).total_cmp(&(x.1 + x.2)).then_with(|| x.0.cmp(y.0)));
+            counted.truncate(MAX_FEATURES);
+        }
+        let weights = counted
+            .into_iter()
+            .map(|(k, c, b)| (k.clone(), ratio(c, b)))
             .collect();
         Llr {
             weights,
@@ -285,6 +301,42 @@ mod tests {
         let g = surface("Hello, World!");
         assert!((g[1] - 0.2).abs() < 1e-9, "2 of 10 letters are uppercase");
         assert!((g[4] - 0.5).abs() < 1e-9 && (g[7] - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_profile_keeps_the_most_frequent_features_with_their_uncapped_weights() {
+        // One creator word said often, then more distinct background words than the cap keeps.
+        let replies = vec!["hey babe hey babe"; 3];
+        let background: Vec<String> = (0..MAX_FEATURES + 10).map(|i| format!("w{i}")).collect();
+        let mut background_texts = background.clone();
+        background_texts.push("w1 w1 w1".into());
+        let profile = StyleProfile::build(&replies, &background_texts);
+        assert_eq!(profile.words.weights.len(), MAX_FEATURES);
+        assert!(profile.trigrams.weights.len() <= MAX_FEATURES);
+        // The creator's words and the repeated background word are the most frequent: kept.
+        for kept in ["hey", "babe", "w1"] {
+            assert!(profile.words.weights.contains_key(kept), "{kept} was dropped");
+        }
+        // Their weights are those of a profile over the same counts without the cap.
+        let creator = word_counts(&replies.join(" "));
+        let mut all = HashMap::new();
+        for t in &background_texts {
+            for (k, v) in word_counts(t) {
+                *all.entry(k).or_insert(0.0) += v;
+            }
+        }
+        let vocabulary = (creator.len() + all.len()) as f64 + 1.0;
+        let n_creator = creator.values().sum::<f64>() + vocabulary;
+        let n_background = all.values().sum::<f64>() + vocabulary;
+        let expected = (1.0 / n_creator).ln() - (5.0 / n_background).ln();
+        assert!((profile.words.weights["w1"] - expected).abs() < 1e-12);
+        // A dropped feature scores as unseen.
+        let dropped = (0..MAX_FEATURES + 10)
+            .map(|i| format!("w{i}"))
+            .find(|w| !profile.words.weights.contains_key(w))
+            .expect("the cap drops some words");
+        let unseen = 1.0 / (1.0 + (-profile.words.unseen).exp());
+        assert!((profile.words.score(&word_counts(&dropped)) - unseen).abs() < 1e-12);
     }
 
     #[test]
