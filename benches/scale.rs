@@ -22,13 +22,15 @@
 //! unless the configuration gives them; recall and query time are printed for every ef of the
 //! sweep, and the similarity the misses cost at the artifact's own ef.
 //!
-//! Compile against raw embedding: compile finds every vector in the cache, so what it measures
-//! is everything but the embedding. The bench also embeds a sample of the very texts compile
+//! Compile against raw embedding: compile finds every history vector in the cache, so what it
+//! measures is everything but embedding the history (it still embeds the classifiers' corpora,
+//! which the bench's fresh cache does not hold). The bench also embeds a sample of the very texts compile
 //! would embed ([`EMBED_SAMPLE`], with compile's own thread and batch settings) and prints the
 //! raw embedding rate and the share of a cold compile's time that embedding would take:
 //! `embed / (embed + compile)`, the embedding time scaled from the sample.
 //!
-//! `PERSONA_BENCH_KEEP=DIR` keeps each artifact as `DIR/synthetic-<turns>-<data>.bin`, so cold
+//! `PERSONA_BENCH_KEEP=DIR` keeps each artifact as `DIR/synthetic-<turns>-<data>-m<M>-efc<ef
+//! construction>.bin`, so cold
 //! starts and queries can be measured again later (e.g. on an idle machine) without rebuilding.
 
 use std::path::Path;
@@ -134,8 +136,11 @@ fn main() -> Result<()> {
         .collect();
     let dir = tempfile::tempdir()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The configuration compile runs with, so the sample is embedded with its settings.
+    let config_path = std::env::var_os("PERSONA_BENCH_CONFIG")
+        .map_or_else(|| root.join("persona.toml"), std::path::PathBuf::from);
     let config = Config::resolve(&Overrides {
-        config: Some(root.join("persona.toml")),
+        config: Some(config_path.clone()),
         holdout: Some(0.0),
         ..Overrides::default()
     })?;
@@ -227,6 +232,8 @@ fn main() -> Result<()> {
         cache.flush()?;
         drop(cache);
         let texts: Vec<&str> = sample.iter().map(String::as_str).collect();
+        // One untimed batch first, so the rate does not include the runtime's first-call setup.
+        embedder.embed(&texts[..texts.len().min(config.embedding.batch_size.max(1))])?;
         let started = Instant::now();
         for batch in texts.chunks(config.embedding.batch_size.max(1)) {
             embedder.embed(batch)?;
@@ -366,15 +373,17 @@ fn main() -> Result<()> {
         match &keep {
             Some(dir) => {
                 let kept = dir.join(format!(
-                    "synthetic-{n}-{}.bin",
-                    if spread_data { "spread" } else { "clustered" }
+                    "synthetic-{n}-{}-m{}-efc{}.bin",
+                    if spread_data { "spread" } else { "clustered" },
+                    default.m,
+                    default.ef_construction
                 ));
                 if std::fs::rename(&path, &kept).is_err() {
                     std::fs::copy(&path, &kept)
                         .with_context(|| format!("keeping the artifact as `{}`", kept.display()))?;
                     std::fs::remove_file(&path)?;
                 }
-                println!("kept {}", kept.display());
+                eprintln!("kept {}", kept.display());
             }
             None => std::fs::remove_file(&path)?,
         }

@@ -99,9 +99,10 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-/// The most features an [`Llr`] keeps: the most frequent ones. The ratios are computed over all
-/// of them, so a kept feature's weight does not depend on the cap; a dropped one, seen a handful
-/// of times at most in a large history, scores as unseen. Without the cap a history of a million
+/// The most features an [`Llr`] keeps: the most frequent ones, counting creator and background
+/// together (ties broken by the feature, so the same data keeps the same set). The ratios are
+/// computed over all of them, so a kept feature's weight does not depend on the cap; a dropped
+/// one scores as unseen. Without the cap a history of a million
 /// turns, with its names, numbers and typos, made a style profile of tens of megabytes that every
 /// `ask` had to parse before answering.
 pub const MAX_FEATURES: usize = 50_000;
@@ -305,16 +306,23 @@ mod tests {
 
     #[test]
     fn a_profile_keeps_the_most_frequent_features_with_their_uncapped_weights() {
-        // One creator word said often, then more distinct background words than the cap keeps.
+        // Two creator words said often, then 10 more distinct background words than the cap
+        // keeps, one of them repeated: 12 words too many.
         let replies = vec!["hey babe hey babe"; 3];
-        let background: Vec<String> = (0..MAX_FEATURES + 10).map(|i| format!("w{i}")).collect();
-        let mut background_texts = background.clone();
+        let mut background_texts: Vec<String> = (0..MAX_FEATURES + 10).map(|i| format!("w{i}")).collect();
         background_texts.push("w1 w1 w1".into());
         let profile = StyleProfile::build(&replies, &background_texts);
         assert_eq!(profile.words.weights.len(), MAX_FEATURES);
-        assert!(profile.trigrams.weights.len() <= MAX_FEATURES);
         // The creator's words and the repeated background word are the most frequent: kept.
         for kept in ["hey", "babe", "w1"] {
+            assert!(profile.words.weights.contains_key(kept), "{kept} was dropped");
+        }
+        // Among the words seen once, the tie goes by the word: the 12 that sort last are dropped
+        // ("w9990" to "w9999", then "w999", then "w9989"), the rest kept.
+        for dropped in ["w9999", "w9990", "w999", "w9989"] {
+            assert!(!profile.words.weights.contains_key(dropped), "{dropped} was kept");
+        }
+        for kept in ["w0", "w9988", "w50009"] {
             assert!(profile.words.weights.contains_key(kept), "{kept} was dropped");
         }
         // Their weights are those of a profile over the same counts without the cap.
@@ -330,13 +338,10 @@ mod tests {
         let n_background = all.values().sum::<f64>() + vocabulary;
         let expected = (1.0 / n_creator).ln() - (5.0 / n_background).ln();
         assert!((profile.words.weights["w1"] - expected).abs() < 1e-12);
-        // A dropped feature scores as unseen.
-        let dropped = (0..MAX_FEATURES + 10)
-            .map(|i| format!("w{i}"))
-            .find(|w| !profile.words.weights.contains_key(w))
-            .expect("the cap drops some words");
+        // A dropped word scores as one never seen, unlike the kept one seen as often.
         let unseen = 1.0 / (1.0 + (-profile.words.unseen).exp());
-        assert!((profile.words.score(&word_counts(&dropped)) - unseen).abs() < 1e-12);
+        assert!((profile.words.score(&word_counts("w9999")) - unseen).abs() < 1e-12);
+        assert!((profile.words.score(&word_counts("w9988")) - unseen).abs() > 1e-3);
     }
 
     #[test]
