@@ -24,14 +24,14 @@
 //!
 //! Compile against raw embedding: compile finds every history vector in the cache, so what it
 //! measures is everything but embedding the history (it still embeds the classifiers' corpora,
-//! which the bench's fresh cache does not hold). The bench also embeds a sample of the very texts compile
-//! would embed ([`EMBED_SAMPLE`], with compile's own thread and batch settings) and prints the
-//! raw embedding rate and the share of a cold compile's time that embedding would take:
-//! `embed / (embed + compile)`, the embedding time scaled from the sample.
+//! which the bench's fresh cache does not hold). The bench also embeds a sample of the very
+//! texts compile would embed ([`EMBED_SAMPLE`], with compile's own thread and batch settings) and
+//! prints the raw embedding rate and the share of a cold compile's time that embedding would
+//! take: `embed / (embed + compile)`, the embedding time scaled from the sample.
 //!
-//! `PERSONA_BENCH_KEEP=DIR` keeps each artifact as `DIR/synthetic-<turns>-<data>-m<M>-efc<ef
-//! construction>.bin`, so cold
-//! starts and queries can be measured again later (e.g. on an idle machine) without rebuilding.
+//! `PERSONA_BENCH_KEEP=DIR` keeps each artifact as
+//! `DIR/synthetic-<turns>-<data>-m<M>-efc<ef_construction>.bin`, so cold starts and queries can be
+//! measured again later (e.g. on an idle machine) without rebuilding.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -102,7 +102,7 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// Runs the persona binary under `/usr/bin/time`, returning its output and peak RSS in MB.
-fn timed(args: &[&str], cache_dir: &Path, root: &Path) -> Result<(Output, f64, f64)> {
+fn timed(args: &[&str], cache_dir: &Path, config: &Path) -> Result<(Output, f64, f64)> {
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "rss %M"])
@@ -110,10 +110,7 @@ fn timed(args: &[&str], cache_dir: &Path, root: &Path) -> Result<(Output, f64, f
         .args(args)
         .env("PERSONA_TIMINGS", "1")
         .env("PERSONA_CACHE_DIR", cache_dir)
-        .env(
-            "PERSONA_CONFIG",
-            std::env::var_os("PERSONA_BENCH_CONFIG").unwrap_or_else(|| root.join("persona.toml").into()),
-        )
+        .env("PERSONA_CONFIG", config)
         .output()
         .context("running /usr/bin/time (Debian package `time`)")?;
     let wall = started.elapsed().as_secs_f64();
@@ -256,7 +253,7 @@ fn main() -> Result<()> {
                 "--json",
             ],
             &cache_dir,
-            root,
+            &config_path,
         )?;
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         ensure!(
@@ -338,7 +335,7 @@ fn main() -> Result<()> {
                     "what did you have for lunch today?",
                 ],
                 &cache_dir,
-                root,
+                &config_path,
             )?;
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             ensure!(

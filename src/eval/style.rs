@@ -102,9 +102,9 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
 /// The most features an [`Llr`] keeps: the most frequent ones, counting creator and background
 /// together (ties broken by the feature, so the same data keeps the same set). The ratios are
 /// computed over all of them, so a kept feature's weight does not depend on the cap; a dropped
-/// one scores as unseen. Without the cap a history of a million
-/// turns, with its names, numbers and typos, made a style profile of tens of megabytes that every
-/// `ask` had to parse before answering.
+/// one scores as unseen. Without the cap a history of a million turns, with its names, numbers
+/// and typos, made a style profile of tens of megabytes that every `ask` had to parse before
+/// answering.
 pub const MAX_FEATURES: usize = 50_000;
 
 /// Log-likelihood ratios of features (trigrams or words): creator against background voices.
