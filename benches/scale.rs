@@ -29,6 +29,11 @@
 //! prints the raw embedding rate and the share of a cold compile's time that embedding would
 //! take: `embed / (embed + compile)`, the embedding time scaled from the sample.
 //!
+//! `PERSONA_BENCH_BASELINE=1` also builds each size's graph twice in this process with the
+//! artifact's parameters, over the f32 vectors and over their 8-bit sketches, and prints the
+//! build times, recall and query time of each (and of the sketch graph searched without its
+//! sketches) with their ratios: the same-run baseline for the sketches.
+//!
 //! `PERSONA_BENCH_KEEP=DIR` keeps each artifact as
 //! `DIR/synthetic-<turns>-<data>-m<M>-efc<ef_construction>.bin`, so cold starts and queries can be
 //! measured again later (e.g. on an idle machine) without rebuilding.
@@ -39,13 +44,14 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use persona::artifact;
+use persona::artifact::Artifact;
 use persona::commands::compile;
 use persona::config::{Config, Overrides};
 use persona::conversation::transcript;
 use persona::embed::cache::{key, EmbedCache};
 use persona::embed::{Embedder, FastEmbedder};
 use persona::eval::metrics::Rng;
-use persona::index::{brute_force, Hit, HnswParams, Index};
+use persona::index::{self, brute_force, Hit, HnswParams, Index, Sketches};
 use persona::paths::{self, Assets};
 
 const QUERIES: usize = 200;
@@ -174,6 +180,11 @@ fn main() -> Result<()> {
     let spread_data = std::env::var("PERSONA_BENCH_DATA").is_ok_and(|d| d == "spread");
     let synthetic = if spread_data { spread } else { mix };
     let keep = std::env::var_os("PERSONA_BENCH_KEEP").map(std::path::PathBuf::from);
+    if let Some(dir) = &keep {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+    }
+    let baseline = std::env::var("PERSONA_BENCH_BASELINE").is_ok_and(|b| b == "1");
+    let mut baselines = Vec::new();
     println!(
         "data: {}",
         if spread_data {
@@ -260,6 +271,19 @@ fn main() -> Result<()> {
             summary["embedded"] == 0 && summary["examples"] == n,
             "the compile should find all {n} vectors in the cache: {summary}"
         );
+        let phases: Vec<String> = summary["phases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{} {:.1} s",
+                    p["phase"].as_str().unwrap_or("?"),
+                    p["seconds"].as_f64().unwrap_or(f64::NAN)
+                )
+            })
+            .collect();
+        eprintln!("compile of {n} turns, by phase: {}", phases.join("; "));
         let hnsw_s = summary["phases"]
             .as_array()
             .and_then(|p| p.iter().find(|p| p["phase"] == "hnsw build"))
@@ -291,16 +315,9 @@ fn main() -> Result<()> {
                 ef_search: ef,
                 ..compiled.manifest.hnsw
             };
-            let index = Index::new(compiled.graph.clone(), compiled.vectors.clone(), params)?;
-            let started = Instant::now();
-            let approx_hits: Vec<Vec<Hit>> = queries
-                .iter()
-                .map(|q| index.search(q, 10))
-                .collect::<Result<_, _>>()?;
-            query_ms.push(format!(
-                "{:.2}",
-                started.elapsed().as_secs_f64() * 1000.0 / QUERIES as f64
-            ));
+            let index = compiled.index(params)?;
+            let (approx_hits, ms) = search_all(&index, &queries)?;
+            query_ms.push(format!("{ms:.2}"));
             if ef == default.ef_search {
                 // How much similarity the misses cost: exact minus found, rank by rank.
                 let lost: f64 = exact_hits
@@ -310,16 +327,10 @@ fn main() -> Result<()> {
                     .sum();
                 gap = lost / (10 * QUERIES) as f64;
             }
-            let approx: Vec<Vec<usize>> = approx_hits
-                .iter()
-                .map(|hits| hits.iter().map(|h| h.id).collect())
-                .collect();
-            let found: usize = exact
-                .iter()
-                .zip(&approx)
-                .map(|(e, a)| a.iter().filter(|id| e.contains(id)).count())
-                .sum();
-            recalls.push(format!("{:.3}", found as f64 / (10 * QUERIES) as f64));
+            recalls.push(format!("{:.3}", recall(&exact, &approx_hits)));
+        }
+        if baseline {
+            baselines.push(compare_builds(n, &compiled, &queries, &exact)?);
         }
         drop(compiled);
 
@@ -387,6 +398,80 @@ fn main() -> Result<()> {
         std::fs::remove_file(&data_path)?;
         std::fs::remove_dir_all(cache_dir.join("embeddings"))?;
     }
+    if !baselines.is_empty() {
+        println!();
+        println!("Sketches against f32, same vectors, same parameters, in this process (`PERSONA_BENCH_BASELINE=1`):");
+        println!("| turns | build s: f32 / sketches | build speed-up | recall@10 at default ef: f32 graph, f32 beam / sketch graph, f32 beam / sketch graph, sketch beam | query ms, same | query speed-up |");
+        println!("|---:|---|---:|---|---|---:|");
+        for row in baselines {
+            println!("{row}");
+        }
+    }
     let _ = embedder.info();
     Ok(())
+}
+
+/// Searches every query for its 10 nearest; the hits and the mean milliseconds per query.
+fn search_all(index: &Index, queries: &[Vec<f32>]) -> Result<(Vec<Vec<Hit>>, f64)> {
+    let started = Instant::now();
+    let hits = queries
+        .iter()
+        .map(|q| index.search(q, 10))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        hits,
+        started.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64,
+    ))
+}
+
+/// The share of the exact top 10s that the hits found.
+fn recall(exact: &[Vec<usize>], hits: &[Vec<Hit>]) -> f64 {
+    let found: usize = exact
+        .iter()
+        .zip(hits)
+        .map(|(e, a)| a.iter().filter(|h| e.contains(&h.id)).count())
+        .sum();
+    found as f64 / (10 * exact.len()) as f64
+}
+
+/// Builds the graph over the f32 vectors and over their sketches with the artifact's parameters,
+/// and searches each: the row of the baseline table.
+fn compare_builds(
+    n: usize,
+    compiled: &Artifact,
+    queries: &[Vec<f32>],
+    exact: &[Vec<usize>],
+) -> Result<String> {
+    let params = compiled.manifest.hnsw;
+    let sketches = Sketches::quantize(&compiled.vectors)?;
+    let started = Instant::now();
+    let f32_graph = index::build_exact(&compiled.vectors, params)?;
+    let f32_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let sketch_graph = index::build(&sketches, params)?;
+    let sketch_s = started.elapsed().as_secs_f64();
+    let indexes = [
+        Index::new(f32_graph, compiled.vectors.clone(), params)?,
+        Index::new(sketch_graph.clone(), compiled.vectors.clone(), params)?,
+        Index::new(sketch_graph, compiled.vectors.clone(), params)?.with_sketches(Some(sketches))?,
+    ];
+    let (mut recalls, mut times) = (Vec::new(), Vec::new());
+    for index in &indexes {
+        // One untimed pass, so each index is timed with its pages in memory.
+        search_all(index, queries)?;
+        let (hits, ms) = search_all(index, queries)?;
+        recalls.push(format!("{:.3}", recall(exact, &hits)));
+        times.push(ms);
+    }
+    Ok(format!(
+        "| {n} | {f32_s:.1} / {sketch_s:.1} | {:.2}x | {} | {} | {:.2}x |",
+        f32_s / sketch_s,
+        recalls.join(" / "),
+        times
+            .iter()
+            .map(|t| format!("{t:.3}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        times[0] / times[2],
+    ))
 }

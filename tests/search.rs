@@ -6,18 +6,13 @@ mod common;
 use common::{persona, shared_artifact};
 use persona::conversation::transcript;
 use persona::embed::{Embedder, FastEmbedder};
-use persona::index::{brute_force, Index};
+use persona::index::brute_force;
 use persona::paths::Assets;
 
 #[test]
 fn hnsw_matches_exact_search_on_real_embeddings() {
     let artifact = persona::artifact::read(shared_artifact()).unwrap();
-    let index = Index::new(
-        artifact.graph.clone(),
-        artifact.vectors.clone(),
-        artifact.manifest.hnsw,
-    )
-    .unwrap();
+    let index = artifact.index(artifact.manifest.hnsw).unwrap();
     let mut embedder = FastEmbedder::load(&Assets::locate(), 2, 32).unwrap();
 
     // Queries: the held-out conversations, rendered exactly as `ask` renders a query.

@@ -24,7 +24,6 @@ use persona::artifact;
 use persona::config::RuntimeSettings;
 use persona::conversation::Message;
 use persona::embed::{Embedder, ModelInfo};
-use persona::index::Index;
 use persona::llm::{ChatMessage, ChatModel, Completion, LlmError, Usage};
 
 /// Where the temporary artifact files go: in memory when `/dev/shm` is there.
@@ -95,12 +94,9 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     let dims = artifact.manifest.embedding.dims;
     assert!((1..=artifact::MAX_DIMS).contains(&dims), "{dims} dims");
 
-    let index = Index::new(
-        artifact.graph.clone(),
-        artifact.vectors.clone(),
-        artifact.manifest.hnsw,
-    )
-    .expect("`read` checked the graph against the vectors");
+    let index = artifact
+        .index(artifact.manifest.hnsw)
+        .expect("`read` checked the graph against the vectors");
     let k = artifact.settings.retrieval.k;
     // A damaged vector block is an error, not a wrong answer.
     for hit in index.search(&query(dims), k * 4).map_err(|e| e.to_string())? {

@@ -133,8 +133,7 @@ impl Persona {
         if let Some(ef) = runtime.ef_search {
             params.ef_search = ef;
         }
-        let index = Index::new(artifact.graph.clone(), artifact.vectors.clone(), params)
-            .context("loading the index")?;
+        let index = artifact.index(params).context("loading the index")?;
         let index_time = t.elapsed();
         let t = Instant::now();
         let tz_name = runtime

@@ -221,6 +221,26 @@ impl<T: Pod> Lazy<T> {
         Ok(Some(items))
     }
 
+    /// Asks the CPU to start loading items `range` into its cache, so a read that follows soon
+    /// does not wait for memory. Nothing is read into the program, so nothing is verified; out
+    /// of range does nothing.
+    pub fn prefetch(&self, range: Range<usize>) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(items) = self.flat.get(range) {
+            let bytes: &[u8] = bytemuck::cast_slice(items);
+            for line in bytes.chunks(64) {
+                // SAFETY: a prefetch is a hint: it never faults and never reads into the program,
+                // and the address is inside a live slice besides. SSE, which it needs, is part of
+                // every x86-64 CPU.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        line.as_ptr().cast(),
+                    );
+                }
+            }
+        }
+    }
+
     /// The whole array, every block verified.
     pub fn all(&self) -> Result<&[T], Damaged> {
         Ok(self.get(0..self.len())?.unwrap_or(&[]))
@@ -325,6 +345,12 @@ impl Vectors {
             Some(end) => self.data.get(start..end),
             None => Ok(None),
         }
+    }
+
+    /// Starts loading vector `i` into the CPU's cache (see [`Lazy::prefetch`]).
+    pub fn prefetch(&self, i: usize) {
+        self.data
+            .prefetch(i.saturating_mul(self.dims)..i.saturating_add(1).saturating_mul(self.dims));
     }
 
     /// Every vector in order, all verified first.

@@ -13,20 +13,21 @@
 //! sections  each at a 64-byte-aligned offset; unknown tags are skipped
 //! ```
 //!
-//! Verification. Opening checks the header and every small section's checksum. The two sections
+//! Verification. Opening checks the header and every small section's checksum. The sections
 //! that grow with the data, the vectors and the conversations (1.8 GB of a 1M-turn artifact),
 //! also carry block checksums (format 3): one xxh3-64 per 4 KiB block, in sections of their own
-//! that are themselves verified on opening. Those two are not read on opening; they reach the
+//! that are themselves verified on opening. Those are not read on opening; they reach the
 //! rest of the program only as [`flat::Lazy`] arrays, which verify each block the first time any
 //! of its bytes is read, so an answer uses only verified bytes while opening costs the small
 //! sections alone. A damaged block is an error when it is read, naming the file; `persona
 //! inspect --verify` checks every byte. Format 2 files (no block checksums) are verified whole
-//! on opening, as before.
+//! on opening, as before. Format 4 adds the vectors' 8-bit sketches (`index::Sketches`), verified
+//! on use the same way, with their scale; format 2 and 3 files have none and search the vectors.
 //!
 //! Sections: manifest, settings (creator, signature, retrieval, filter) and the compiled filter
 //! and style profile as JSON; conversations as one JSON document each plus their offsets; the
-//! examples as (conversation, turn) u32 pairs; the vectors as f32 rows; the HNSW graph as flat
-//! u8/u32 arrays (see `index::Graph`). The large sections are fixed-width arrays, aligned, so
+//! examples as (conversation, turn) u32 pairs; the vectors as f32 rows and their sketches as i8
+//! rows; the HNSW graph as flat u8/u32 arrays (see `index::Graph`). The large sections are fixed-width arrays, aligned, so
 //! reading maps the file and views them in place: opening costs a checksum pass, not a parse.
 //!
 //! This module is the only one that touches the artifact file. It writes to a temporary file in
@@ -56,7 +57,7 @@ use crate::embed::ModelInfo;
 use crate::eval::style::StyleProfile;
 use crate::filter::train::LearnedFilter;
 use crate::filter::{ExampleVectors, FilterSettings};
-use crate::index::{Graph, HnswParams};
+use crate::index::{Graph, HnswParams, Index, Sketches};
 use crate::safety::SafetySettings;
 
 #[cfg(target_endian = "big")]
@@ -66,7 +67,7 @@ compile_error!(
 
 const MAGIC: &[u8; 8] = b"PRSNART\0";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build still reads.
 pub const OLDEST_READABLE: u32 = 2;
 const FIXED_HEADER: usize = 8 + 4 + 4 + 4 + 4;
@@ -91,10 +92,14 @@ const TAG_GRAPH_OFFSETS: u32 = 11;
 const TAG_GRAPH_LINKS: u32 = 12;
 const TAG_VECTOR_BLOCKS: u32 = 13;
 const TAG_CONVERSATION_BLOCKS: u32 = 14;
+const TAG_SKETCHES: u32 = 15;
+const TAG_SKETCH_BLOCKS: u32 = 16;
+const TAG_SKETCH_SCALE: u32 = 17;
 /// The sections verified block by block on use, each with the section holding its block sums.
-const LAZY: [(u32, u32); 2] = [
+const LAZY: [(u32, u32); 3] = [
     (TAG_VECTORS, TAG_VECTOR_BLOCKS),
     (TAG_CONVERSATIONS, TAG_CONVERSATION_BLOCKS),
+    (TAG_SKETCHES, TAG_SKETCH_BLOCKS),
 ];
 
 /// What the artifact is, readable without the rest.
@@ -197,6 +202,9 @@ pub struct Artifact {
     pub examples: Vec<Example>,
     /// Unit vectors of the examples.
     pub vectors: Vectors,
+    /// The vectors' 8-bit sketches, which the graph was built and is searched over (none in
+    /// artifacts before format 4, which search the vectors).
+    pub sketches: Option<Sketches>,
     /// The HNSW graph over the vectors.
     pub graph: Graph,
     /// The compiled filter.
@@ -213,11 +221,20 @@ impl Artifact {
         c.messages.into_iter().nth(e.turn as usize).map(|m| m.content)
     }
 
+    /// The search index over the examples, searched with `params` (the manifest's, or the
+    /// runtime's `ef_search` over them); the beam scores the sketches when the file has them.
+    pub fn index(&self, params: HnswParams) -> Result<Index> {
+        Index::new(self.graph.clone(), self.vectors.clone(), params)?.with_sketches(self.sketches.clone())
+    }
+
     /// Verifies the blocks that opening leaves to be verified on use, all of them now: with the
     /// checks opening made, every byte of the file has then matched its checksum.
     pub fn verify_all(&self) -> Result<()> {
         self.vectors.flat().all()?;
         self.conversations.bodies().all()?;
+        if let Some(s) = &self.sketches {
+            s.flat().all()?;
+        }
         Ok(())
     }
 
@@ -272,6 +289,18 @@ impl Artifact {
             (TAG_FILTER, &filter),
         ];
         sections.push((TAG_STYLE, &style));
+        let sketch_parts = match &self.sketches {
+            Some(s) => {
+                let bytes: &[u8] = bytemuck::cast_slice(s.flat().all()?);
+                Some((bytes, block_sums(bytes), s.scale().to_le_bytes()))
+            }
+            None => None,
+        };
+        if let Some((bytes, blocks, scale)) = &sketch_parts {
+            sections.push((TAG_SKETCHES, bytes));
+            sections.push((TAG_SKETCH_BLOCKS, bytemuck::cast_slice(blocks)));
+            sections.push((TAG_SKETCH_SCALE, scale));
+        }
         write_sections(out, &sections)
     }
 }
@@ -585,6 +614,22 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
                 examples.len()
             ))
         })?;
+    let sketches = match find(TAG_SKETCHES) {
+        None => None,
+        Some(_) => {
+            let scale: Flat<u8> = view(&map, find(TAG_SKETCH_SCALE), "sketch scale", name, rebuild)?;
+            let scale = <[u8; 4]>::try_from(&scale[..])
+                .map(f32::from_le_bytes)
+                .map_err(|_| inconsistent(format!("the sketch scale is {} bytes, not 4", scale.len())))?;
+            let data: Lazy<i8> = lazy_view(TAG_SKETCHES, TAG_SKETCH_BLOCKS, "sketches")?
+                .cast()
+                .with_context(|| format!("`{name}` has a malformed sketches section; {rebuild}"))?;
+            Some(
+                Sketches::from_flat(data, dims, scale, examples.len())
+                    .map_err(|e| inconsistent(e.to_string()))?,
+            )
+        }
+    };
     let graph = Graph {
         levels: view(&map, find(TAG_GRAPH_LEVELS), "graph levels", name, rebuild)?,
         upper: view(&map, find(TAG_GRAPH_UPPER), "graph layers", name, rebuild)?,
@@ -604,6 +649,7 @@ fn decode(map: Arc<Mmap>, name: &str) -> Result<Artifact> {
         conversations,
         examples,
         vectors,
+        sketches,
         graph,
         filter,
         style,
@@ -663,6 +709,8 @@ fn section_name(tag: u32) -> String {
         TAG_GRAPH_LEVELS | TAG_GRAPH_UPPER | TAG_GRAPH_OFFSETS | TAG_GRAPH_LINKS => format!("graph ({tag})"),
         TAG_FILTER => "filter".into(),
         TAG_STYLE => "style profile".into(),
+        TAG_SKETCHES => "sketches".into(),
+        TAG_SKETCH_SCALE => "sketch scale".into(),
         other => format!("#{other}"),
     }
 }
@@ -731,7 +779,6 @@ mod tests {
     use super::*;
     use crate::conversation::{Conversation, Message};
     use crate::index;
-    use crate::index::Index;
 
     pub(crate) fn sample() -> Artifact {
         let m = |from_creator, content: &str| Message {
@@ -750,7 +797,8 @@ mod tests {
             ],
         }];
         let vectors = Vectors::from_rows(&[vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]]);
-        let graph = index::build(&vectors, HnswParams::default()).unwrap();
+        let sketches = Sketches::quantize(&vectors).unwrap();
+        let graph = index::build(&sketches, HnswParams::default()).unwrap();
         Artifact {
             manifest: Manifest {
                 persona_version: "0.0.0".into(),
@@ -798,6 +846,7 @@ mod tests {
                 },
             ],
             vectors,
+            sketches: Some(sketches),
             graph,
             filter: CompiledFilter {
                 examples: ExampleVectors::default(),
@@ -842,7 +891,7 @@ mod tests {
         bad_vector[vectors.start + 13] ^= 0x01; // vector 1 of 3-dim vectors
         let a = read_bytes(&bad_vector).expect("opening reads neither section");
         let query = [1.0f32, 0.0, 0.0];
-        let index = Index::new(a.graph.clone(), a.vectors.clone(), a.manifest.hnsw).unwrap();
+        let index = a.index(a.manifest.hnsw).unwrap();
         let err = index.search(&query, 2).unwrap_err().to_string();
         assert!(
             err.contains("`") && err.contains("x.bin`'s vectors are corrupted"),
@@ -863,26 +912,74 @@ mod tests {
         assert_eq!(a.reply(1), None);
         assert!(a.verify_all().is_err());
 
+        let mut bad_sketch = good.clone();
+        bad_sketch[section_range(&good, TAG_SKETCHES).start + 4] ^= 0x01;
+        let a = read_bytes(&bad_sketch).expect("opening does not read the sketches");
+        let index = a.index(a.manifest.hnsw).unwrap();
+        let err = index.search(&query, 2).unwrap_err().to_string();
+        assert!(err.contains("x.bin`'s sketches are corrupted"), "{err}");
+        assert!(a.verify_all().is_err());
+
         // The block sums themselves are verified on opening.
-        let mut bad_sums = good.clone();
-        bad_sums[section_range(&good, TAG_VECTOR_BLOCKS).start] ^= 0x01;
-        let err = read_bytes(&bad_sums).unwrap_err().to_string();
-        assert!(err.contains("checksum mismatch"), "{err}");
+        for tag in [TAG_VECTOR_BLOCKS, TAG_SKETCH_BLOCKS, TAG_SKETCH_SCALE] {
+            let mut bad_sums = good.clone();
+            bad_sums[section_range(&good, tag).start] ^= 0x01;
+            let err = read_bytes(&bad_sums).unwrap_err().to_string();
+            assert!(err.contains("checksum mismatch"), "{tag}: {err}");
+        }
+    }
+
+    /// Hides sections of an artifact under an unknown tag, as a format that did not write them.
+    fn hide(bytes: &mut [u8], tags: &[u32]) {
+        for &tag in tags {
+            let count = u32_at(bytes, 16) as usize;
+            let at = (0..count)
+                .map(|i| FIXED_HEADER + i * ENTRY)
+                .find(|&at| u32_at(bytes, at) == tag)
+                .unwrap();
+            bytes[at..at + 4].copy_from_slice(&(900 + tag).to_le_bytes());
+        }
+        assert!(reseal_checksums(bytes));
+    }
+
+    #[test]
+    fn an_artifact_without_sketches_searches_its_vectors() {
+        // Format 3 had no sketches.
+        let mut old = bytes_of(&sample());
+        hide(&mut old, &[TAG_SKETCHES, TAG_SKETCH_BLOCKS, TAG_SKETCH_SCALE]);
+        let a = read_bytes(&old).unwrap();
+        assert_eq!(a.sketches, None);
+        let index = a.index(a.manifest.hnsw).unwrap();
+        let hits = index.search(&[0.0, 1.0, 0.0], 1).unwrap();
+        assert_eq!((hits[0].id, hits[0].score), (1, 1.0));
+    }
+
+    #[test]
+    fn sketches_that_do_not_fit_the_examples_are_refused_on_opening() {
+        let mut wrong = sample();
+        let three = Vectors::from_rows(&vec![vec![1.0, 0.0, 0.0]; 3]);
+        wrong.sketches = Some(Sketches::quantize(&three).unwrap());
+        let err = read_bytes(&bytes_of(&wrong)).unwrap_err().to_string();
+        assert!(
+            err.contains("inconsistent") && err.contains("sketch values"),
+            "{err}"
+        );
+        let mut scaleless = bytes_of(&sample());
+        let scale = section_range(&scaleless, TAG_SKETCH_SCALE);
+        scaleless[scale].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(reseal_checksums(&mut scaleless));
+        let err = read_bytes(&scaleless).unwrap_err().to_string();
+        assert!(err.contains("sketch scale is NaN"), "{err}");
     }
 
     #[test]
     fn an_artifact_without_block_sums_is_verified_whole_on_opening() {
-        // Format 2 had no block sums: hide them under an unknown tag.
+        // Format 2 had no block sums (nor sketches, which are left to the test above).
         let mut old = bytes_of(&sample());
-        for tag in [TAG_VECTOR_BLOCKS, TAG_CONVERSATION_BLOCKS] {
-            let count = u32_at(&old, 16) as usize;
-            let at = (0..count)
-                .map(|i| FIXED_HEADER + i * ENTRY)
-                .find(|&at| u32_at(&old, at) == tag)
-                .unwrap();
-            old[at..at + 4].copy_from_slice(&999u32.to_le_bytes());
-        }
-        assert!(reseal_checksums(&mut old));
+        hide(
+            &mut old,
+            &[TAG_VECTOR_BLOCKS, TAG_CONVERSATION_BLOCKS, TAG_SKETCH_BLOCKS],
+        );
         let a = read_bytes(&old).unwrap();
         assert_eq!(format!("{:?}", a.vectors.flat()), "Lazy(6 items)");
         assert_eq!(a, sample());
@@ -968,10 +1065,10 @@ mod tests {
         let mut resealed = good.clone();
         assert!(reseal_checksums(&mut resealed));
         assert_eq!(resealed, good, "a sound artifact is left as it is");
-        // A damaged last section (the style profile's JSON): the checksum no longer catches it,
-        // the decoder does.
+        // A damaged style profile (its JSON's last byte): the checksum no longer catches it, the
+        // decoder does.
         let mut damaged = good.clone();
-        let last = damaged.len() - 1;
+        let last = section_range(&good, TAG_STYLE).end - 1;
         damaged[last] = b'!';
         assert!(read_bytes(&damaged).unwrap_err().to_string().contains("checksum"));
         assert!(reseal_checksums(&mut damaged));

@@ -22,7 +22,7 @@ use crate::embed::{hex, Embedder};
 use crate::eval::style::StyleProfile;
 use crate::filter::train::{self, LabelledText, LearnedFilter};
 use crate::filter::Filter;
-use crate::index;
+use crate::index::{self, Sketches};
 use crate::safety::{mood, Safety};
 
 /// What a compile did, as printed by `--json`.
@@ -242,7 +242,8 @@ fn build(
     clock.lap("learned filter, safety and mood: embed the labelled texts, train");
 
     let hnsw = config.index.params(vectors.len());
-    let graph = index::build(&vectors, hnsw)?;
+    let sketches = Sketches::quantize(&vectors)?;
+    let graph = index::build(&sketches, hnsw)?;
     clock.lap("hnsw build");
     filter.embed_examples(embedder)?;
     check_handoff_replies(config, &filter, &learned, embedder)?;
@@ -276,6 +277,7 @@ fn build(
         conversations: ConversationTable::build(&conversations)?,
         examples,
         vectors,
+        sketches: Some(sketches),
         graph,
         filter: CompiledFilter {
             examples: filter.examples().clone(),

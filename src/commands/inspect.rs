@@ -56,9 +56,16 @@ pub fn to_text(artifact: &Artifact) -> String {
         m.embedding.max_length,
         &m.embedding.model_sha256[..m.embedding.model_sha256.len().min(16)]
     );
+    let beam = match &artifact.sketches {
+        Some(s) => format!(
+            "beam on 8-bit sketches (scale {:.1}), hits rescored in f32",
+            s.scale()
+        ),
+        None => "beam on f32 vectors".into(),
+    };
     let _ = writeln!(
         out,
-        "hnsw         M={} ef_construction={} ef_search={}, dot distance",
+        "hnsw         M={} ef_construction={} ef_search={}, dot distance, {beam}",
         m.hnsw.m, m.hnsw.ef_construction, m.hnsw.ef_search
     );
     let _ = writeln!(

@@ -1,22 +1,27 @@
 //! The nearest-neighbour index over example vectors: an HNSW graph built by hnsw_rs, frozen into
 //! flat arrays, and searched in place.
 //!
-//! hnsw_rs builds the graph (in parallel, dot distance). The graph is then copied out into
-//! compressed adjacency arrays ([`Graph`]) that the artifact stores as they are and maps back
-//! without parsing, and [`Index::search`] walks them: greedy descent through the upper layers,
-//! then a beam of `ef` candidates on layer 0, which is the HNSW search hnsw_rs itself runs. Every
-//! stored id is bounds-checked while searching, so even a damaged graph cannot crash a reader;
-//! it can only search worse (the artifact's checksums catch damage first).
+//! hnsw_rs builds the graph (in parallel, cosine distance over the 8-bit [`Sketches`]). The
+//! graph is then copied out into compressed adjacency arrays ([`Graph`]) that the artifact stores
+//! as they are and maps back without parsing, and [`Index::search`] walks them: greedy descent
+//! through the upper layers, then a beam of `ef` candidates on layer 0, which is the HNSW search
+//! hnsw_rs itself runs, scored on the sketches when the artifact has them; the beam's candidates
+//! are then rescored on the f32 vectors, so the `k` returned and their similarities are exact.
+//! Every stored id is bounds-checked while searching, so even a damaged graph cannot crash a
+//! reader; it can only search worse (the artifact's checksums catch damage first).
+
+pub mod sketch;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use anyhow::{bail, Result};
-use hnsw_rs::prelude::{DistDot, Hnsw};
+use hnsw_rs::prelude::{DistDot, Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::flat::{Damaged, Flat, Vectors};
 use crate::embed::dot;
+pub use sketch::Sketches;
 
 /// HNSW parameters, recorded in the artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +50,8 @@ impl HnswParams {
     /// Chosen by the scale bench (README, Performance): M 16 with a beam of 64 finds the exact top
     /// 10 up to 100k examples; past that, links wear thin inside clusters of near-identical
     /// turns, so the beam doubles to 128 (recall@10 0.999 at 200k) and from 250k on the graph
-    /// gets M 32 and a beam of 256 (0.993 at 1M, where M 16 at 64 found 0.82).
+    /// gets M 32 and a beam of 256 (0.999 at 1M, where M 16 at 64 found 0.82). The build's
+    /// beam stays 200: 100 halved the 1M build but left recall@10 at 0.980.
     pub fn for_examples(examples: usize) -> Self {
         let (m, ef_search) = match examples {
             0..=100_000 => (16, 64),
@@ -174,6 +180,7 @@ impl Graph {
 pub struct Index {
     graph: Graph,
     vectors: Vectors,
+    sketches: Option<Sketches>,
     entry: Option<(u32, u8)>,
     params: HnswParams,
 }
@@ -187,18 +194,39 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// Builds the HNSW graph over unit vectors with hnsw_rs; vector `i` becomes node `i`.
-pub fn build(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
-    if vectors.is_empty() {
+/// Builds the HNSW graph over the examples' sketches with hnsw_rs; example `i` becomes node `i`.
+pub fn build(sketches: &Sketches, params: HnswParams) -> Result<Graph> {
+    let rows = (0..sketches.len())
+        .map(|i| {
+            sketches
+                .get(i)?
+                .ok_or_else(|| anyhow::anyhow!("sketch {i} is missing"))
+        })
+        .collect::<Result<Vec<&[i8]>>>()?;
+    build_over(rows, params, sketches.distance())
+}
+
+/// Builds the graph over the f32 vectors themselves: the baseline the scale bench measures
+/// [`build`] against.
+pub fn build_exact(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
+    build_over(vectors.rows()?.collect(), params, DistDot {})
+}
+
+fn build_over<T: Clone + Send + Sync, D: Distance<T> + Send + Sync>(
+    rows: Vec<&[T]>,
+    params: HnswParams,
+    distance: D,
+) -> Result<Graph> {
+    if rows.is_empty() {
         bail!("there are no examples to index; the dataset needs creator replies outside the held-out set");
     }
     params.check().map_err(anyhow::Error::msg)?;
-    let n = vectors.len();
+    let n = rows.len();
     if n >= NONE as usize {
         bail!("{n} examples are more than one index can hold ({})", NONE - 1);
     }
-    let hnsw = Hnsw::<f32, DistDot>::new(params.m, n, MAX_LAYER, params.ef_construction, DistDot {});
-    let data: Vec<(&[f32], usize)> = vectors.rows()?.enumerate().map(|(i, v)| (v, i)).collect();
+    let hnsw = Hnsw::<T, D>::new(params.m, n, MAX_LAYER, params.ef_construction, distance);
+    let data: Vec<(&[T], usize)> = rows.into_iter().enumerate().map(|(i, v)| (v, i)).collect();
     hnsw.parallel_insert_slice(&data);
     drop(data);
 
@@ -308,22 +336,87 @@ impl Index {
         Ok(Index {
             graph,
             vectors,
+            sketches: None,
             entry,
             params,
         })
     }
 
-    /// The `k` nearest examples, nearest first; an error only when a vector it reads is damaged
-    /// (see [`crate::artifact::flat::Lazy`]).
+    /// The same index, its beam scored on `sketches` (artifacts of format 4 on); without them it
+    /// scores the f32 vectors all the way.
+    pub fn with_sketches(mut self, sketches: Option<Sketches>) -> Result<Self> {
+        if let Some(s) = &sketches {
+            if s.len() != self.vectors.len() {
+                bail!(
+                    "the index holds {} vectors but {} sketches",
+                    self.vectors.len(),
+                    s.len()
+                );
+            }
+        }
+        self.sketches = sketches;
+        Ok(self)
+    }
+
+    /// The `k` nearest examples, nearest first, with exact similarities; an error only when a
+    /// vector or sketch it reads is damaged (see [`crate::artifact::flat::Lazy`]).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, Damaged> {
-        let Some((mut at, top)) = self.entry else {
-            return Ok(Vec::new());
-        };
         if k == 0 {
             return Ok(Vec::new());
         }
-        let score = |v: u32| -> Result<Option<f32>, Damaged> {
+        let exact = |v: u32| -> Result<Option<f32>, Damaged> {
             Ok(self.vectors.get(v as usize)?.map(|x| dot(x, query)))
+        };
+        let kept = match &self.sketches {
+            Some(sketches) => {
+                let q = sketches.query(query);
+                let sketched = |v: u32| -> Result<Option<f32>, Damaged> {
+                    Ok(sketches.get(v as usize)?.map(|x| sketch::dot(x, &q) as f32))
+                };
+                let beam = self.beam(sketched, |v| sketches.prefetch(v as usize), k)?;
+                // The beam's order is approximate; its candidates are rescored exactly, each
+                // vector's load started a few candidates ahead.
+                const AHEAD: usize = 4;
+                for Scored(_, v) in beam.iter().take(AHEAD) {
+                    self.vectors.prefetch(*v as usize);
+                }
+                let mut rescored = Vec::with_capacity(beam.len());
+                for (i, Scored(_, v)) in beam.iter().enumerate() {
+                    if let Some(Scored(_, next)) = beam.get(i + AHEAD) {
+                        self.vectors.prefetch(*next as usize);
+                    }
+                    if let Some(s) = exact(*v)? {
+                        rescored.push(Scored(s, *v));
+                    }
+                }
+                rescored
+            }
+            None => self.beam(exact, |v| self.vectors.prefetch(v as usize), k)?,
+        };
+        let mut hits: Vec<Hit> = kept
+            .into_iter()
+            .map(|Scored(score, id)| Hit {
+                id: id as usize,
+                score,
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The HNSW walk under `score`: greedy descent through the upper layers, then a beam of
+    /// `max(ef, k)` on layer 0; returns the beam, in no order. `prefetch` starts loading what
+    /// `score` will read for a node: the walk asks for all of a node's unseen neighbours before
+    /// scoring the first, so their loads from memory overlap instead of queueing.
+    fn beam(
+        &self,
+        score: impl Fn(u32) -> Result<Option<f32>, Damaged>,
+        prefetch: impl Fn(u32),
+        k: usize,
+    ) -> Result<Vec<Scored>, Damaged> {
+        let Some((mut at, top)) = self.entry else {
+            return Ok(Vec::new());
         };
         let Some(mut best) = score(at)? else {
             return Ok(Vec::new());
@@ -350,15 +443,20 @@ impl Index {
         visited.insert(at);
         let mut frontier = BinaryHeap::from([Scored(best, at)]);
         let mut kept = BinaryHeap::from([Reverse(Scored(best, at))]);
+        let mut unseen = Vec::new();
         while let Some(Scored(s, v)) = frontier.pop() {
             let worst = kept.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
             if kept.len() >= ef && s < worst {
                 break;
             }
+            unseen.clear();
             for &nb in self.graph.neighbours(v, 0) {
-                if !visited.insert(nb) {
-                    continue;
+                if visited.insert(nb) {
+                    prefetch(nb);
+                    unseen.push(nb);
                 }
+            }
+            for &nb in &unseen {
                 let Some(s) = score(nb)? else { continue };
                 let worst = kept.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
                 if kept.len() < ef || s > worst {
@@ -370,16 +468,7 @@ impl Index {
                 }
             }
         }
-        let mut hits: Vec<Hit> = kept
-            .into_iter()
-            .map(|Reverse(Scored(score, id))| Hit {
-                id: id as usize,
-                score,
-            })
-            .collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-        hits.truncate(k);
-        Ok(hits)
+        Ok(kept.into_iter().map(|Reverse(s)| s).collect())
     }
 
     /// Number of indexed examples.
@@ -434,39 +523,63 @@ mod tests {
         Vectors::from_rows(&rows)
     }
 
+    fn graph(vs: &Vectors) -> Graph {
+        build(&Sketches::quantize(vs).unwrap(), HnswParams::default()).unwrap()
+    }
+
+    fn sketched(vs: &Vectors) -> Index {
+        Index::new(graph(vs), vs.clone(), HnswParams::default())
+            .and_then(|i| i.with_sketches(Some(Sketches::quantize(vs).unwrap())))
+            .unwrap()
+    }
+
     #[test]
-    fn search_agrees_with_exact_search() {
+    fn search_agrees_with_exact_search_with_and_without_sketches() {
         let vs = vectors(2000);
-        let index = Index::new(
-            build(&vs, HnswParams::default()).unwrap(),
+        let exact_only = Index::new(
+            build_exact(&vs, HnswParams::default()).unwrap(),
             vs.clone(),
             HnswParams::default(),
         )
         .unwrap();
-        let (mut found, mut total) = (0, 0);
-        for q in vs.rows().unwrap().step_by(37) {
-            let approx = index.search(q, 10).unwrap();
-            let exact = brute_force(&vs, q, 10).unwrap();
-            assert_eq!(approx.len(), 10);
-            assert!(
-                approx.windows(2).all(|w| w[0].score >= w[1].score),
-                "nearest first"
-            );
-            assert_eq!(approx[0].id, exact[0].id, "a stored vector finds itself");
-            found += approx
-                .iter()
-                .filter(|h| exact.iter().any(|e| e.id == h.id))
-                .count();
-            total += 10;
+        for (name, index) in [("f32", exact_only), ("sketched", sketched(&vs))] {
+            let (mut found, mut total) = (0, 0);
+            for q in vs.rows().unwrap().step_by(37) {
+                let approx = index.search(q, 10).unwrap();
+                let exact = brute_force(&vs, q, 10).unwrap();
+                assert_eq!(approx.len(), 10);
+                assert!(
+                    approx.windows(2).all(|w| w[0].score >= w[1].score),
+                    "{name}: nearest first"
+                );
+                assert_eq!(approx[0].id, exact[0].id, "{name}: a stored vector finds itself");
+                for hit in &approx {
+                    let v = vs.get(hit.id).unwrap().unwrap();
+                    assert_eq!(hit.score, dot(v, q), "{name}: similarities are exact");
+                }
+                found += approx
+                    .iter()
+                    .filter(|h| exact.iter().any(|e| e.id == h.id))
+                    .count();
+                total += 10;
+            }
+            let recall = found as f64 / total as f64;
+            assert!(recall >= 0.95, "{name}: recall@10 {recall:.3}");
         }
-        let recall = found as f64 / total as f64;
-        assert!(recall >= 0.95, "recall@10 {recall:.3}");
+    }
+
+    #[test]
+    fn sketches_that_do_not_match_the_vectors_are_refused() {
+        let vs = vectors(50);
+        let index = Index::new(graph(&vs), vs.clone(), HnswParams::default()).unwrap();
+        let other = Sketches::quantize(&vectors(49)).unwrap();
+        assert!(index.with_sketches(Some(other)).is_err());
     }
 
     #[test]
     fn every_node_is_reachable_and_links_stay_in_range() {
         let vs = vectors(500);
-        let graph = build(&vs, HnswParams::default()).unwrap();
+        let graph = graph(&vs);
         assert_eq!(graph.len(), 500);
         assert!(graph.links.iter().all(|&l| (l as usize) < 500));
         assert!(graph.levels.iter().any(|&l| l > 0), "a multi-layer graph");
@@ -479,16 +592,21 @@ mod tests {
     #[test]
     fn a_damaged_graph_searches_without_panicking() {
         let vs = vectors(300);
-        let mut graph = build(&vs, HnswParams::default()).unwrap();
+        let mut graph = graph(&vs);
         let mut links = graph.links.to_vec();
         links.iter_mut().step_by(3).for_each(|l| *l = u32::MAX - 7);
         graph.links = Flat::owned(links);
         let mut offsets = graph.offsets.to_vec();
         offsets[10] = u32::MAX;
         graph.offsets = Flat::owned(offsets);
-        let index = Index::new(graph, vs.clone(), HnswParams::default()).unwrap();
-        for q in vs.rows().unwrap().step_by(11) {
-            assert!(index.search(q, 5).unwrap().iter().all(|h| h.id < 300));
+        let exact_only = Index::new(graph.clone(), vs.clone(), HnswParams::default()).unwrap();
+        let sketched = Index::new(graph, vs.clone(), HnswParams::default())
+            .and_then(|i| i.with_sketches(Some(Sketches::quantize(&vs).unwrap())))
+            .unwrap();
+        for index in [exact_only, sketched] {
+            for q in vs.rows().unwrap().step_by(11) {
+                assert!(index.search(q, 5).unwrap().iter().all(|h| h.id < 300));
+            }
         }
     }
 
@@ -526,7 +644,10 @@ mod tests {
         assert_eq!(HnswParams::for_examples(586), HnswParams::default());
         assert_eq!(HnswParams::for_examples(200_000).ef_search, 128);
         let million = HnswParams::for_examples(1_000_000);
-        assert_eq!((million.m, million.ef_search), (32, 256));
+        assert_eq!(
+            (million.m, million.ef_construction, million.ef_search),
+            (32, 200, 256)
+        );
         let given = IndexSettings {
             ef_search: Some(40),
             ..IndexSettings::default()
@@ -552,12 +673,14 @@ mod tests {
 
     #[test]
     fn an_empty_index_is_an_error() {
-        assert!(build(&Vectors::from_rows(&[]), HnswParams::default()).is_err());
+        let none = Vectors::from_rows(&[]);
+        assert!(build(&Sketches::quantize(&none).unwrap(), HnswParams::default()).is_err());
+        assert!(build_exact(&none, HnswParams::default()).is_err());
     }
 
     #[test]
     fn a_graph_and_vectors_of_different_sizes_are_refused() {
-        let graph = build(&vectors(50), HnswParams::default()).unwrap();
+        let graph = graph(&vectors(50));
         assert!(Index::new(graph, vectors(49), HnswParams::default()).is_err());
     }
 }
