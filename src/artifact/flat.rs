@@ -225,20 +225,26 @@ impl<T: Pod> Lazy<T> {
     /// does not wait for memory. Nothing is read into the program, so nothing is verified; out
     /// of range does nothing.
     pub fn prefetch(&self, range: Range<usize>) {
+        let Some(items) = self.flat.get(range) else {
+            return;
+        };
+        let bytes: &[u8] = bytemuck::cast_slice(items);
         #[cfg(target_arch = "x86_64")]
-        if let Some(items) = self.flat.get(range) {
-            let bytes: &[u8] = bytemuck::cast_slice(items);
-            for line in bytes.chunks(64) {
+        {
+            // Every 64-byte cache line the items touch, from the line their first byte is in.
+            let skew = bytes.as_ptr() as usize % 64;
+            for at in (0..bytes.len() + skew).step_by(64) {
+                let line = bytes.as_ptr().wrapping_sub(skew).wrapping_add(at);
                 // SAFETY: a prefetch is a hint: it never faults and never reads into the program,
-                // and the address is inside a live slice besides. SSE, which it needs, is part of
-                // every x86-64 CPU.
+                // whatever the address (each one here is in a line the slice touches). SSE, which
+                // it needs, is part of every x86-64 CPU.
                 unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        line.as_ptr().cast(),
-                    );
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast());
                 }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bytes;
     }
 
     /// The whole array, every block verified.

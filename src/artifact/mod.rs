@@ -710,6 +710,9 @@ fn section_name(tag: u32) -> String {
         TAG_FILTER => "filter".into(),
         TAG_STYLE => "style profile".into(),
         TAG_SKETCHES => "sketches".into(),
+        TAG_VECTOR_BLOCKS => "vector block sums".into(),
+        TAG_CONVERSATION_BLOCKS => "conversation block sums".into(),
+        TAG_SKETCH_BLOCKS => "sketch block sums".into(),
         TAG_SKETCH_SCALE => "sketch scale".into(),
         other => format!("#{other}"),
     }
