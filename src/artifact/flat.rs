@@ -221,6 +221,17 @@ impl<T: Pod> Lazy<T> {
         Ok(Some(items))
     }
 
+    /// Row `i` of an array of rows `width` items long, verified: `Ok(None)` if there is none.
+    pub fn row(&self, i: usize, width: usize) -> Result<Option<&[T]>, Damaged> {
+        let Some(start) = i.checked_mul(width) else {
+            return Ok(None);
+        };
+        match start.checked_add(width) {
+            Some(end) => self.get(start..end),
+            None => Ok(None),
+        }
+    }
+
     /// Asks the CPU to start loading items `range` into its cache, so a read that follows soon
     /// does not wait for memory. Nothing is read into the program, so nothing is verified; out
     /// of range does nothing.
@@ -300,6 +311,12 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Lazy<T> {
     }
 }
 
+/// The items of row `i` of `width`-item rows, saturating where it would overflow (an empty or
+/// out-of-range span, which [`Lazy::prefetch`] ignores).
+pub fn row_range(i: usize, width: usize) -> Range<usize> {
+    i.saturating_mul(width)..i.saturating_add(1).saturating_mul(width)
+}
+
 /// Unit vectors of one dimension, stored row after row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Vectors {
@@ -344,19 +361,12 @@ impl Vectors {
 
     /// Vector `i`, verified; `Ok(None)` if there is none.
     pub fn get(&self, i: usize) -> Result<Option<&[f32]>, Damaged> {
-        let Some(start) = i.checked_mul(self.dims) else {
-            return Ok(None);
-        };
-        match start.checked_add(self.dims) {
-            Some(end) => self.data.get(start..end),
-            None => Ok(None),
-        }
+        self.data.row(i, self.dims)
     }
 
     /// Starts loading vector `i` into the CPU's cache (see [`Lazy::prefetch`]).
     pub fn prefetch(&self, i: usize) {
-        self.data
-            .prefetch(i.saturating_mul(self.dims)..i.saturating_add(1).saturating_mul(self.dims));
+        self.data.prefetch(row_range(i, self.dims));
     }
 
     /// Every vector in order, all verified first.

@@ -15,7 +15,7 @@
 use anyhow::{bail, Result};
 use hnsw_rs::prelude::Distance;
 
-use crate::artifact::flat::{Damaged, Flat, Lazy, Vectors};
+use crate::artifact::flat::{row_range, Damaged, Flat, Lazy, Vectors};
 
 /// The largest magnitude a sketch component takes.
 const LEVELS: f32 = 127.0;
@@ -87,19 +87,12 @@ impl Sketches {
 
     /// Sketch `i`, verified; `Ok(None)` if there is none.
     pub fn get(&self, i: usize) -> Result<Option<&[i8]>, Damaged> {
-        let Some(start) = i.checked_mul(self.dims) else {
-            return Ok(None);
-        };
-        match start.checked_add(self.dims) {
-            Some(end) => self.data.get(start..end),
-            None => Ok(None),
-        }
+        self.data.row(i, self.dims)
     }
 
     /// Starts loading sketch `i` into the CPU's cache (see [`Lazy::prefetch`]).
     pub fn prefetch(&self, i: usize) {
-        self.data
-            .prefetch(i.saturating_mul(self.dims)..i.saturating_add(1).saturating_mul(self.dims));
+        self.data.prefetch(row_range(i, self.dims));
     }
 
     /// A query's sketch, on the examples' scale (components beyond it saturate).
