@@ -192,6 +192,11 @@ pub struct CheckArgs {
     /// With --labelled: list the texts the filter gets wrong.
     #[arg(long, requires = "labelled")]
     pub show_errors: bool,
+    /// With --labelled: judge each text that has no fan message as the answer to one of this
+    /// file's fan messages (JSON lines with "text", e.g. eval/mood_labelled.jsonl), chosen by a
+    /// hash of the text, the way every reply is judged at run time.
+    #[arg(long, value_name = "FILE", requires = "labelled", conflicts_with = "mood")]
+    pub in_context: Option<PathBuf>,
     /// Check fan messages with the safety categories (minor, crisis) instead of the topic filter.
     #[arg(long)]
     pub safety: bool,

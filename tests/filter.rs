@@ -73,6 +73,52 @@ fn the_filter_meets_its_figures_on_the_labelled_sets() {
     }
 }
 
+#[test]
+fn the_filter_keeps_its_recall_when_every_text_answers_a_fan_message() {
+    // At run time every reply answers a fan message; before the classifier was trained with fan
+    // messages beside its labelled texts, this set's meeting recall fell from 0.97 alone to 0.75.
+    let artifact = shared_artifact().to_str().unwrap();
+    let set = root().join("eval/filter_holdout.jsonl");
+    let fans = root().join("eval/mood_labelled.jsonl");
+    let report = json(
+        &persona(&[
+            "check",
+            "--artifact",
+            artifact,
+            "--labelled",
+            set.to_str().unwrap(),
+            "--in-context",
+            fans.to_str().unwrap(),
+            "--json",
+        ])
+        .success(),
+    );
+    for c in report["categories"].as_array().unwrap() {
+        assert!(c["recall"].as_f64().unwrap() >= 0.9, "{c}");
+    }
+    assert!(
+        report["false_positive_rate"].as_f64().unwrap() <= 0.05,
+        "{report}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("fans.jsonl");
+    std::fs::write(&bad, "{\"text\": \"hey\"}\n\n{\"message\": \"hi\"}\n").unwrap();
+    let err = persona(&[
+        "check",
+        "--lexical-only",
+        "--labelled",
+        set.to_str().unwrap(),
+        "--in-context",
+        bad.to_str().unwrap(),
+    ])
+    .failure();
+    assert!(
+        err.contains("fans.jsonl` line 3") && err.contains("\"text\""),
+        "{err}"
+    );
+}
+
 /// A persona whose every gold reply breaks the rule, so the real model copies the violation.
 fn leaky_persona(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let fan = [
@@ -253,6 +299,19 @@ fn the_learned_stage_judges_a_reply_with_the_fan_message_it_answers() {
     // (fan message, reply, blocked)
     let table = [
         ("meet me at the bar at 8?", "yes!! see you there at 8 😘", true),
+        // A proposal stays one after an everyday message: the local model's reply to the
+        // README's first question, and one more of the kind.
+        (
+            "heyy what are you up to tonight?",
+            "hey you... not much but just watching a sunset on your balcony! what's up? 🌱 how about we meet \
+             tomorrow night at 2 pm, I can see it in my mind. 😊 where is it??",
+            true,
+        ),
+        (
+            "how was your day?",
+            "long day lol... how about we grab coffee saturday morning? there is a cute place near me",
+            true,
+        ),
         (
             "can i text you instead of chatting here?",
             "ok what's your number",

@@ -132,6 +132,36 @@ fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedde
     Ok((filter, Some(embedder)))
 }
 
+/// The fan messages of `--in-context`: the `text` of each JSON line of `path`, at least one.
+fn fan_messages(path: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        text: String,
+    }
+    let content = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the fan messages of --in-context `{}`", path.display()))?;
+    let mut pool = Vec::new();
+    for (n, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line: Line = serde_json::from_str(line).with_context(|| {
+            format!(
+                "`{}` line {}: expected {{\"text\": string}} (one fan message per line)",
+                path.display(),
+                n + 1
+            )
+        })?;
+        if !line.text.trim().is_empty() {
+            pool.push(line.text);
+        }
+    }
+    if pool.is_empty() {
+        bail!(
+            "`{}` holds no fan message; --in-context needs JSON lines with a non-empty \"text\"",
+            path.display()
+        );
+    }
+    Ok(pool)
+}
+
 fn labelled(
     filter: &mut Filter,
     mut embedder: Option<&mut FastEmbedder>,
@@ -167,6 +197,13 @@ fn labelled(
             )
         })?;
         items.push(item);
+    }
+    if let Some(fans) = &args.in_context {
+        let pool = fan_messages(fans)?;
+        for item in items.iter_mut().filter(|i| i.fan_message.is_none()) {
+            let pick = xxhash_rust::xxh3::xxh3_64(item.text.as_bytes()) % pool.len() as u64;
+            item.fan_message = pool.get(pick as usize).cloned();
+        }
     }
     let labels: Vec<Option<String>> = items.iter().map(|i| i.category.clone()).collect();
     let mut predictions = Vec::new();

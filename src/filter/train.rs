@@ -176,6 +176,9 @@ pub struct Recipe {
     /// Whether a text labelled with another category is a negative (`true`) or left out of
     /// this category's training and false-positive count (`false`).
     pub others_negative: bool,
+    /// Whether labelled texts that come without a fan message are, one in two, paired with a
+    /// fan message of the training data (see [`pair_with_fan_messages`]).
+    pub fan_context: bool,
 }
 
 /// The topic filter's recipe. Another category's texts are left out of each classifier: a
@@ -184,11 +187,19 @@ pub struct Recipe {
 /// false-positive budget is about. Out of fold on the corpus this raised recall at 1% benign
 /// false positives from 0.79 to 0.81 for platforms on the 2,425-text corpus, word features of
 /// 2,048 buckets (meetings unchanged).
+///
+/// Half the labelled texts are read in context (`fan_context`): at run time every reply comes
+/// with the fan message it answers, and the creator's replies, the bulk of the negatives, all
+/// do too. Trained on labelled texts that mostly come alone, the classifier learned that a fan
+/// message in the input means "benign", and a plain "how about we meet tomorrow night" after
+/// "what are you up to tonight?" scored under its threshold while the same words alone scored
+/// 0.98.
 pub fn recipe() -> Recipe {
     Recipe {
         options: options(),
         words: Words::TOPICS,
         others_negative: false,
+        fan_context: true,
     }
 }
 
@@ -212,7 +223,17 @@ pub fn train(
         .iter()
         .map(|c| c.name.clone())
         .collect();
-    let mut samples: Vec<LabelledText> = labelled.to_vec();
+    let mut samples: Vec<LabelledText> = if recipe.fan_context {
+        let pool: Vec<String> = creator
+            .iter()
+            .filter_map(|(_, fan)| fan.as_deref())
+            .filter(|fan| !filter.check_lexical(fan).blocked)
+            .map(|fan| filter.home().canonical(fan))
+            .collect();
+        pair_with_fan_messages(labelled, &pool)
+    } else {
+        labelled.to_vec()
+    };
     samples.extend(
         creator
             .iter()
@@ -277,6 +298,26 @@ pub fn train(
         word_weight: recipe.words.weight,
         categories,
     })
+}
+
+/// `labelled` with every other text that has no fan message (chosen by a hash of the text, so
+/// the same corpus always gives the same pairs) given one from `pool`, also chosen by hash.
+/// A violation stays one whatever benign message it answers, and a benign text stays benign
+/// after a message the lexical stages pass; pairing half, not all, keeps texts that come alone
+/// (`persona check` without a fan message) in the training too. Duplicates in `pool` weigh
+/// as often as they occur, like the fan messages they are.
+pub fn pair_with_fan_messages(labelled: &[LabelledText], pool: &[String]) -> Vec<LabelledText> {
+    labelled
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            let hash = xxhash_rust::xxh3::xxh3_64(s.text.as_bytes());
+            if s.fan_message.is_none() && !pool.is_empty() && hash.is_multiple_of(2) {
+                s.fan_message = pool.get((hash / 2 % pool.len() as u64) as usize).cloned();
+            }
+            s
+        })
+        .collect()
 }
 
 /// Each sample's weight in training `category`'s classifier: 0, which leaves it out of training
@@ -405,6 +446,48 @@ mod tests {
         assert_eq!(
             example_weights(&samples, "in_person_meeting", true),
             [1.0, 1.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn half_the_texts_without_a_fan_message_get_one_from_the_pool_the_same_way_each_time() {
+        let labelled: Vec<LabelledText> = (0..400)
+            .map(|i| LabelledText {
+                text: format!("text {i}"),
+                category: (i % 3 == 0).then(|| "in_person_meeting".to_string()),
+                fan_message: (i % 10 == 0).then(|| format!("own fan message {i}")),
+            })
+            .collect();
+        let pool: Vec<String> = (0..7).map(|i| format!("pooled {i}")).collect();
+        let paired = pair_with_fan_messages(&labelled, &pool);
+        assert_eq!(paired, pair_with_fan_messages(&labelled, &pool), "deterministic");
+        assert_eq!(
+            pair_with_fan_messages(&labelled, &[]),
+            labelled,
+            "no pool, no pairs"
+        );
+        let mut newly = 0;
+        for (before, after) in labelled.iter().zip(&paired) {
+            assert_eq!((&before.text, &before.category), (&after.text, &after.category));
+            match (&before.fan_message, &after.fan_message) {
+                (Some(own), kept) => assert_eq!(Some(own), kept.as_ref(), "an own fan message stays"),
+                (None, Some(fan)) => {
+                    assert!(pool.contains(fan), "{fan}");
+                    newly += 1;
+                }
+                (None, None) => {}
+            }
+        }
+        let alone = labelled.iter().filter(|s| s.fan_message.is_none()).count();
+        assert!(
+            (alone * 2 / 5..=alone * 3 / 5).contains(&newly),
+            "about half of {alone} paired: {newly}"
+        );
+        let used: std::collections::HashSet<_> =
+            paired.iter().filter_map(|s| s.fan_message.as_ref()).collect();
+        assert!(
+            pool.iter().all(|p| used.contains(p)),
+            "every pooled message is used: {used:?}"
         );
     }
 

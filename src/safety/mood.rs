@@ -62,6 +62,7 @@ pub fn recipe() -> Recipe {
             ..crate::filter::train::options()
         },
         words: Words::COMPACT,
+        fan_context: false,
         others_negative: true,
     }
 }
