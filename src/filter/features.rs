@@ -4,8 +4,8 @@
 //! sentence embedding, the element-wise maximum over its sentences (so one violating clause in a
 //! long reply stands out), the embedding of "fan message + reply" and of the fan message alone
 //! (so "sure, see you there" reads differently after "meet me at the bar?" than after "live
-//! tonight?"), which lexical category fired, and hashed word unigrams and bigrams after chat
-//! spelling is expanded. Pure: the embeddings are computed by the caller, in the order
+//! tonight?"), which lexical category fired, and hashed word unigrams and bigrams in
+//! [`plain_spelling`]. Pure: the embeddings are computed by the caller, in the order
 //! [`texts_to_embed`] gives.
 
 use std::borrow::Cow;
@@ -149,14 +149,20 @@ pub fn expand_chat_spelling(text: &str) -> String {
     out
 }
 
+/// How the learned stage reads a text: chat spelling expanded, then the words no dictionary holds
+/// respelled ([`super::respell`]): `wanna cme ovr 2nite` becomes `want to came over tonight`.
+pub fn plain_spelling(text: &str) -> String {
+    super::respell::respell(&expand_chat_spelling(text))
+}
+
 /// The texts to embed for one input, in this order: the text, each of its sentences, and with a
-/// fan message, the pair and the fan message. All with chat spelling expanded.
+/// fan message, the pair and the fan message. All in [`plain_spelling`].
 pub fn texts_to_embed(text: &str, fan_message: Option<&str>) -> Vec<String> {
-    let text = expand_chat_spelling(text);
+    let text = plain_spelling(text);
     let mut out = vec![text.clone()];
     out.extend(sentences(&text));
     if let Some(fan) = fan_message.filter(|f| !f.trim().is_empty()) {
-        let fan = expand_chat_spelling(fan);
+        let fan = plain_spelling(fan);
         out.push(format!("THE FAN: {fan}\nYOU: {text}"));
         out.push(fan);
     }
@@ -213,7 +219,7 @@ pub fn build(
         out.extend(std::iter::repeat_n(0.0, dims));
     }
     out.extend((0..categories).map(|c| if lexical == Some(c) { LEXICAL_WEIGHT } else { 0.0 }));
-    out.extend(hashed_words(&expand_chat_spelling(text), words));
+    out.extend(hashed_words(&plain_spelling(text), words));
     out
 }
 

@@ -15,6 +15,7 @@ pub mod judge;
 pub mod learned;
 pub mod normalize;
 pub mod platform;
+pub mod respell;
 pub mod train;
 
 use std::sync::LazyLock;
@@ -484,22 +485,24 @@ impl Filter {
         if !self.settings.enabled {
             return Verdict::clean();
         }
-        let normalized = self.mask_allowed(&normalize(&features::expand_chat_spelling(text)));
+        let forms = self.lexical_forms(text);
         if let Some(ac) = &self.block {
-            for m in ac.find_overlapping_iter(&normalized) {
-                if on_word_boundaries(&normalized, m.start(), m.end()) {
-                    let (cat, term) = &self.block_terms[m.pattern().as_usize()];
-                    let name = &self.settings.categories[*cat].name;
-                    return Verdict::blocked(Stage::Lexicon, name, format!("mentions `{term}`"));
+            for normalized in &forms {
+                for m in ac.find_overlapping_iter(normalized) {
+                    if on_word_boundaries(normalized, m.start(), m.end()) {
+                        let (cat, term) = &self.block_terms[m.pattern().as_usize()];
+                        let name = &self.settings.categories[*cat].name;
+                        return Verdict::blocked(Stage::Lexicon, name, format!("mentions `{term}`"));
+                    }
                 }
             }
         }
         let folded = fold(text);
-        if let Some(verdict) = self.detectors(&folded, &normalized) {
+        if let Some(verdict) = self.detectors(&folded, &forms[0]) {
             return verdict;
         }
         for (i, re) in &self.patterns {
-            if re.is_match(&normalized) {
+            if forms.iter().any(|normalized| re.is_match(normalized)) {
                 // Name the rule, not the matched text: verdicts are shown to users and the
                 // match may hold an address or a number.
                 let name = &self.settings.categories[*i].name;
@@ -507,6 +510,20 @@ impl Filter {
             }
         }
         Verdict::clean()
+    }
+
+    /// The forms the lexicon and patterns read, allowed phrases masked: the text with chat
+    /// spelling expanded, and when it differs, the same with words respelled
+    /// ([`respell`]). Both are read, so respelling can find "cme ovr" as "came over" but never
+    /// hide a term written as the lexicon knows it.
+    fn lexical_forms(&self, text: &str) -> Vec<String> {
+        let expanded = features::expand_chat_spelling(text);
+        let respelled = respell::respell(&expanded);
+        let mut forms = vec![self.mask_allowed(&normalize(&expanded))];
+        if respelled != expanded {
+            forms.push(self.mask_allowed(&normalize(&respelled)));
+        }
+        forms
     }
 
     /// Adds the learned stage compiled into an artifact, checked against this filter's categories
@@ -815,6 +832,20 @@ mod tests {
 
     fn filter() -> Filter {
         Filter::new(FilterSettings::default()).unwrap()
+    }
+
+    #[test]
+    fn the_lexicon_reads_words_respelled_as_well_as_written() {
+        let f = filter();
+        for text in ["add me on snaaap", "wanna meeeet up l8r?"] {
+            // The term ("snap", "meet up") is there only once the word is respelled.
+            let forms = f.lexical_forms(text);
+            assert_eq!(forms.len(), 2, "{text}: {forms:?}");
+            assert!(f.check_lexical(text).blocked, "{text}");
+        }
+        // A term as written is matched even where respelling would change it.
+        assert!(f.check_lexical("find me on kik").blocked);
+        assert!(!f.check_lexical("sooo sleepy, nite nite").blocked);
     }
 
     #[test]
