@@ -14,7 +14,8 @@
 //! - [`conversation`]: messages, the training-data format and transcripts.
 //! - Backends: [`embed`] (sentence embeddings and their cache), [`llm`] (the chat model client),
 //!   [`history`] (the fan history store).
-//! - [`config`], [`cli`] and [`paths`]: settings, the command-line types and locations.
+//! - [`config`], [`cli`] and [`paths`]: settings, the command-line types and locations;
+//!   [`jsonl`]: reading the JSON-lines files every labelled set is written in.
 
 pub mod answer;
 pub mod artifact;
@@ -27,6 +28,7 @@ pub mod eval;
 pub mod filter;
 pub mod history;
 pub mod index;
+pub mod jsonl;
 pub mod llm;
 pub mod paths;
 pub mod safety;

@@ -140,19 +140,12 @@ fn fan_messages(path: &Path) -> Result<Vec<String>> {
     }
     let content = std::fs::read_to_string(path)
         .with_context(|| format!("reading the fan messages of --in-context `{}`", path.display()))?;
-    let mut pool = Vec::new();
-    for (n, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let line: Line = serde_json::from_str(line).with_context(|| {
-            format!(
-                "`{}` line {}: expected {{\"text\": string}} (one fan message per line)",
-                path.display(),
-                n + 1
-            )
-        })?;
-        if !line.text.trim().is_empty() {
-            pool.push(line.text);
-        }
-    }
+    let shape = "{\"text\": string} (one fan message per line)";
+    let pool: Vec<String> = crate::jsonl::parse::<Line>(&path.display().to_string(), &content, shape)?
+        .into_iter()
+        .map(|(_, line)| line.text)
+        .filter(|text| !text.trim().is_empty())
+        .collect();
     if pool.is_empty() {
         bail!(
             "`{}` holds no fan message; --in-context needs JSON lines with a non-empty \"text\"",
@@ -184,19 +177,14 @@ fn labelled(
                 }),
         );
     }
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !args.mood)
-    {
-        let item: Labelled = serde_json::from_str(line).with_context(|| {
-            format!(
-                "`{}` line {}: expected {{\"text\": string, \"category\": string or null, \"fan_message\"?: string}}",
-                path.display(),
-                n + 1
-            )
-        })?;
-        items.push(item);
+    if !args.mood {
+        let name = path.display().to_string();
+        let shape = crate::filter::train::LABELLED_SHAPE;
+        items.extend(
+            crate::jsonl::parse::<Labelled>(&name, &text, shape)?
+                .into_iter()
+                .map(|(_, item)| item),
+        );
     }
     if let Some(fans) = &args.in_context {
         let pool = fan_messages(fans)?;

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -95,21 +95,10 @@ pub struct InjectionReport {
 /// Parses the set; `name` is used in errors.
 pub fn parse(name: &str, content: &str) -> Result<Vec<Case>> {
     let mut out = Vec::new();
-    for (n, line) in content.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let case: Case = serde_json::from_str(line).with_context(|| {
-            format!(
-                "`{name}` line {}: expected {{\"text\": string, \"attack\": string, \"expect\"?: string}}",
-                n + 1
-            )
-        })?;
+    let shape = "{\"text\": string, \"attack\": string, \"expect\"?: string}";
+    for (n, case) in crate::jsonl::parse::<Case>(name, content, shape)? {
         if case.text.trim().is_empty() {
-            bail!(
-                "`{name}` line {}: the text is empty; write the fan's message",
-                n + 1
-            );
+            bail!("`{name}` line {n}: the text is empty; write the fan's message");
         }
         out.push(case);
     }

@@ -241,30 +241,18 @@ pub fn read_responses(path: &Path, n: usize) -> Result<Vec<Reply>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the responses `{}`", path.display()))?;
     let mut by_index: BTreeMap<usize, String> = BTreeMap::new();
-    for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: ResponseLine = serde_json::from_str(line).with_context(|| {
-            format!(
-                "`{}` line {}: expected {{\"index\": number, \"response\": string}}",
-                path.display(),
-                line_no + 1
-            )
-        })?;
+    let name = path.display().to_string();
+    let shape = "{\"index\": number, \"response\": string}";
+    for (line_no, r) in crate::jsonl::parse::<ResponseLine>(&name, &text, shape)? {
         if r.index >= n {
             bail!(
-                "`{}` line {}: index {} is out of range; there are {n} held-out turns (0 to {})",
-                path.display(),
-                line_no + 1,
+                "`{name}` line {line_no}: index {} is out of range; there are {n} held-out turns (0 to {})",
                 r.index,
                 n.saturating_sub(1)
             );
         }
         if by_index.insert(r.index, r.response).is_some() {
-            bail!(
-                "`{}` line {}: index {} appears twice",
-                path.display(),
-                line_no + 1,
-                r.index
-            );
+            bail!("`{name}` line {line_no}: index {} appears twice", r.index);
         }
     }
     let missing: Vec<String> = (0..n)
@@ -526,16 +514,11 @@ pub fn validity(
 ) -> Result<Validity> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the contrast set `{}`", path.display()))?;
-    let mut lines = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        lines.push(serde_json::from_str::<ContrastLine>(line).with_context(|| {
-            format!(
-                "`{}` line {}: expected {{\"real\", \"voice\", \"assistant\"}} strings (and optionally \"other\")",
-                path.display(),
-                n + 1
-            )
-        })?);
-    }
+    let shape = "{\"real\", \"voice\", \"assistant\"} strings (and optionally \"other\")";
+    let lines: Vec<ContrastLine> = crate::jsonl::parse(&path.display().to_string(), &text, shape)?
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
     if lines.is_empty() {
         bail!("the contrast set `{}` is empty", path.display());
     }

@@ -104,6 +104,9 @@ impl LearnedFilter {
     }
 }
 
+/// A labelled line's shape, for errors.
+pub const LABELLED_SHAPE: &str = "{\"text\": string, \"category\": string or null, \"fan_message\"?: string}";
+
 #[derive(Deserialize)]
 struct Line {
     text: String,
@@ -116,17 +119,8 @@ struct Line {
 /// line; other fields are ignored. `name` is used in errors.
 pub fn parse_labelled(name: &str, content: &str, categories: &[String]) -> Result<Vec<LabelledText>> {
     let mut out = Vec::new();
-    for (n, line) in content.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let place = || format!("`{name}` line {}", n + 1);
-        let parsed: Line = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}: expected {{\"text\": string, \"category\": string or null, \"fan_message\"?: string}}",
-                place()
-            )
-        })?;
+    for (n, parsed) in crate::jsonl::parse::<Line>(name, content, LABELLED_SHAPE)? {
+        let place = || format!("`{name}` line {n}");
         if parsed.text.trim().is_empty() {
             bail!(
                 "{}: the text is empty; remove the line or write the text",

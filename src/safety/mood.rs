@@ -7,7 +7,7 @@
 //! of this scale and is not a mood here: the safety check hands such a fan to a human before any
 //! mood is read. The context stage words the mood as a note with how to meet it.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Deserialize;
 
 use crate::conversation::Message;
@@ -100,10 +100,8 @@ struct Line {
 pub fn parse(name: &str, content: &str) -> Result<Vec<LabelledText>> {
     let known = names();
     let mut out = Vec::new();
-    for (n, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let place = || format!("`{name}` line {}", n + 1);
-        let parsed: Line = serde_json::from_str(line)
-            .with_context(|| format!("{}: expected {{\"text\": string, \"mood\": string}}", place()))?;
+    for (n, parsed) in crate::jsonl::parse::<Line>(name, content, "{\"text\": string, \"mood\": string}")? {
+        let place = || format!("`{name}` line {n}");
         if parsed.text.trim().is_empty() {
             bail!(
                 "{}: the text is empty; remove the line or write the text",
