@@ -16,7 +16,7 @@ use persona::config::{Config, Overrides};
 use persona::conversation::dataset;
 use persona::conversation::transcript;
 use persona::embed::cache::EmbedCache;
-use persona::embed::{Embedder, FastEmbedder};
+use persona::embed::{Embedder, FastEmbedder, Startup};
 use persona::paths::Assets;
 
 const OPENERS: &[&str] = &[
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     config.compile.holdout = 0.0;
     let threads = config.embedding.effective_threads();
     let batch = config.embedding.batch_size;
-    let mut embedder = FastEmbedder::load(&Assets::locate(), threads, batch)?;
+    let mut embedder = FastEmbedder::load(&Assets::locate(), threads, batch, Startup::Throughput)?;
 
     // The texts compile embeds, computed the way compile computes them.
     let conversations = dataset::parse(&std::fs::read(&data_path)?).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -49,7 +49,7 @@ use persona::commands::compile;
 use persona::config::{Config, Overrides};
 use persona::conversation::transcript;
 use persona::embed::cache::{key, EmbedCache};
-use persona::embed::{Embedder, FastEmbedder};
+use persona::embed::{Embedder, FastEmbedder, Startup};
 use persona::eval::metrics::Rng;
 use persona::index::{self, brute_force, Hit, HnswParams, Index, Sketches};
 use persona::paths::{self, Assets};
@@ -152,6 +152,7 @@ fn main() -> Result<()> {
         &Assets::locate(),
         config.embedding.effective_threads(),
         config.embedding.batch_size,
+        Startup::Throughput,
     )?;
     let mut cache = EmbedCache::open(&paths::cache_dir().join("embeddings"), embedder.info());
     let real_path = dir.path().join("real.bin");

@@ -1,19 +1,45 @@
-//! Nearest-neighbour search on real MiniLM embeddings: HNSW against exact search, and
-//! `ask --dry-run` finding the training exchange a question paraphrases.
+//! Nearest-neighbour search on real MiniLM embeddings: HNSW against exact search, the quick-start
+//! model against the compile-time one, and `ask --dry-run` finding the training exchange a
+//! question paraphrases.
 
 mod common;
 
 use common::{persona, shared_artifact};
 use persona::conversation::transcript;
-use persona::embed::{Embedder, FastEmbedder};
+use persona::embed::{Embedder, FastEmbedder, Startup};
 use persona::index::brute_force;
 use persona::paths::Assets;
+
+/// `ask` embeds its query with the quick-start model while the artifact's vectors come from the
+/// fully optimized one: the two must agree, or the demos and the filter's scores would drift.
+#[test]
+fn the_quick_start_model_embeds_as_the_compile_time_model_does() {
+    let artifact = persona::artifact::read(shared_artifact()).unwrap();
+    let texts: Vec<String> = (0..artifact.conversations.len().min(64))
+        .filter_map(|c| artifact.conversations.get(c).ok())
+        .filter_map(|c| c.messages.last().map(|m| m.content.clone()))
+        .collect();
+    assert!(texts.len() >= 32, "{}", texts.len());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let full = FastEmbedder::load(&Assets::locate(), 2, 32, Startup::Throughput)
+        .unwrap()
+        .embed(&refs)
+        .unwrap();
+    let quick = FastEmbedder::load(&Assets::locate(), 2, 32, Startup::Quick)
+        .unwrap()
+        .embed(&refs)
+        .unwrap();
+    for ((a, b), text) in full.iter().zip(&quick).zip(&texts) {
+        let cosine = persona::embed::dot(a, b);
+        assert!(cosine > 0.99999, "{cosine} for {text:?}");
+    }
+}
 
 #[test]
 fn hnsw_matches_exact_search_on_real_embeddings() {
     let artifact = persona::artifact::read(shared_artifact()).unwrap();
     let index = artifact.index(artifact.manifest.hnsw).unwrap();
-    let mut embedder = FastEmbedder::load(&Assets::locate(), 2, 32).unwrap();
+    let mut embedder = FastEmbedder::load(&Assets::locate(), 2, 32, Startup::Throughput).unwrap();
 
     // Queries: the held-out conversations, rendered exactly as `ask` renders a query.
     let window = artifact.settings.retrieval.context_messages;

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use crate::artifact::{self, Artifact};
 use crate::config::RuntimeSettings;
 use crate::embed::service::{EmbedService, EmbedStats};
-use crate::embed::{dot, Embedder, FastEmbedder};
+use crate::embed::{dot, Embedder, FastEmbedder, Startup};
 use crate::eval::style::StyleProfile;
 use crate::filter::{Filter, Verdict};
 use crate::index::Index;
@@ -34,7 +34,12 @@ const EMBED_BATCH: usize = 32;
 
 /// Loads the embedding model to share between personas.
 pub fn shared_embedder(assets: &Assets, threads: usize) -> Result<SharedEmbedder> {
-    let embedder: Box<dyn Embedder + Send> = Box::new(FastEmbedder::load(assets, threads, EMBED_BATCH)?);
+    let embedder: Box<dyn Embedder + Send> = Box::new(FastEmbedder::load(
+        assets,
+        threads,
+        EMBED_BATCH,
+        Startup::Throughput,
+    )?);
     Ok(Arc::new(EmbedService::start(embedder, EMBED_BATCH)?))
 }
 
@@ -73,7 +78,7 @@ impl Persona {
         let (artifact, embedder) = std::thread::scope(|scope| {
             let model = scope.spawn(|| {
                 let t = Instant::now();
-                FastEmbedder::load(assets, threads, 32).map(|e| (e, t.elapsed()))
+                FastEmbedder::load(assets, threads, 32, Startup::Quick).map(|e| (e, t.elapsed()))
             });
             let t = Instant::now();
             let artifact = artifact::read(path).map(|a| (a, t.elapsed()));

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::artifact;
 use crate::cli::CheckArgs;
 use crate::config::Config;
-use crate::embed::{Embedder, FastEmbedder};
+use crate::embed::{Embedder, FastEmbedder, Startup};
 use crate::filter::figures::{self, Labelled};
 use crate::filter::{Filter, Stage, Verdict};
 use crate::paths::Assets;
@@ -120,8 +120,20 @@ fn load(config: &Config, args: &CheckArgs) -> Result<(Filter, Option<FastEmbedde
     if !semantic {
         return Ok((filter, None));
     }
-    let mut embedder = FastEmbedder::load(&Assets::locate(), config.embedding.effective_threads(), 32)
-        .context("the semantic stage needs the embedding model; install it or pass --lexical-only")?;
+    // A labelled set or a stream of lines embeds many texts; a few texts on the command line are
+    // over before a full optimization would pay for itself.
+    let startup = if args.labelled.is_some() || args.jsonl {
+        Startup::Throughput
+    } else {
+        Startup::Quick
+    };
+    let mut embedder = FastEmbedder::load(
+        &Assets::locate(),
+        config.embedding.effective_threads(),
+        32,
+        startup,
+    )
+    .context("the semantic stage needs the embedding model; install it or pass --lexical-only")?;
     match examples {
         Some(e) => filter = filter.with_examples(e)?,
         None => filter.embed_examples(&mut embedder)?,

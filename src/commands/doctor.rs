@@ -82,22 +82,23 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
     ));
     if findings.iter().all(|f| f.ok) {
         let threads = config.as_ref().map_or(1, |c| c.embedding.effective_threads());
-        let loaded = embed::FastEmbedder::load(&assets, threads, 32).and_then(|mut e| {
-            let v = e.embed(&["hello there"])?;
-            let norm = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
-            let hash = &e.info().model_sha256;
-            let pinned = if hash == embed::PINNED_MODEL_SHA256 {
-                "the pinned model"
-            } else {
-                "NOT the pinned model"
-            };
-            Ok(format!(
-                "{} loaded ({pinned}, sha256 {}); {} dims, unit norm {norm:.3}",
-                e.info().model_id,
-                &hash[..12],
-                e.dims()
-            ))
-        });
+        let loaded =
+            embed::FastEmbedder::load(&assets, threads, 32, embed::Startup::Quick).and_then(|mut e| {
+                let v = e.embed(&["hello there"])?;
+                let norm = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+                let hash = &e.info().model_sha256;
+                let pinned = if hash == embed::PINNED_MODEL_SHA256 {
+                    "the pinned model"
+                } else {
+                    "NOT the pinned model"
+                };
+                Ok(format!(
+                    "{} loaded ({pinned}, sha256 {}); {} dims, unit norm {norm:.3}",
+                    e.info().model_id,
+                    &hash[..12],
+                    e.dims()
+                ))
+            });
         findings.push(finding(
             "embedding model",
             loaded.map_err(|e| format!("{e:#}")),

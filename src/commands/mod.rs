@@ -22,7 +22,7 @@ use crate::cli::{
 };
 use crate::config::{Config, Overrides};
 use crate::embed::cache::EmbedCache;
-use crate::embed::{Embedder, FastEmbedder};
+use crate::embed::{Embedder, FastEmbedder, Startup};
 use crate::paths::{self, Assets};
 
 use crate::artifact;
@@ -58,6 +58,7 @@ fn run_compile(base: Overrides, args: CompileArgs) -> Result<ExitCode> {
         &Assets::locate(),
         config.embedding.effective_threads(),
         config.embedding.batch_size,
+        Startup::Throughput,
     )?;
     let mut cache = if args.no_cache {
         EmbedCache::disabled(embedder.info())

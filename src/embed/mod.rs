@@ -64,6 +64,22 @@ pub const PINNED_MODEL_SHA256: &str = "8199be6f699a395f99f89df973f9dc5285fbcfcdb
 /// Maximum input length in tokens.
 pub const MAX_LENGTH: usize = 256;
 
+/// How much work loading the model does before the first text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// Every graph optimization ONNX Runtime has, for the fastest model calls: for compile, the
+    /// server and the benches, which embed many texts per load.
+    Throughput,
+    /// Every optimization but constant folding, which is most of the session's creation (it
+    /// turns the int8 weights into float constants ahead of time): for one-shot commands
+    /// (`ask`, `check`, `doctor`) that embed a handful of texts. The vectors agree with
+    /// [`Startup::Throughput`]'s to float rounding; `cargo bench --bench embed` measures both.
+    Quick,
+}
+
+/// The ONNX Runtime optimizer [`Startup::Quick`] skips.
+const QUICK_SKIPS: &str = "ConstantFolding";
+
 /// all-MiniLM-L6-v2 through fastembed and a dynamically loaded ONNX Runtime.
 pub struct FastEmbedder {
     model: TextEmbedding,
@@ -73,8 +89,9 @@ pub struct FastEmbedder {
 }
 
 impl FastEmbedder {
-    /// Loads the model from the installed assets with `threads` intra-op threads.
-    pub fn load(assets: &Assets, threads: usize, batch_size: usize) -> Result<Self> {
+    /// Loads the model from the installed assets with `threads` intra-op threads, prepared as
+    /// `startup` says.
+    pub fn load(assets: &Assets, threads: usize, batch_size: usize, startup: Startup) -> Result<Self> {
         let mut clock = std::time::Instant::now();
         let mut load_timings = Vec::new();
         let mut lap = |phase: &'static str| {
@@ -95,9 +112,12 @@ impl FastEmbedder {
         let model_sha256 = hex(&Sha256::digest(&onnx));
         lap("  model sha256");
         let user_model = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
-        let options = InitOptionsUserDefined::new()
+        let mut options = InitOptionsUserDefined::new()
             .with_max_length(MAX_LENGTH)
             .with_intra_threads(threads.max(1));
+        if startup == Startup::Quick {
+            options = options.with_session_config("optimization.disable_specified_optimizers", QUICK_SKIPS);
+        }
 
         let model = TextEmbedding::try_new_from_user_defined(user_model, options).with_context(|| {
             format!(
