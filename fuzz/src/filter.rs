@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use persona::answer::leak::LeakGuard;
 use persona::answer::prompt::{self, Demo};
 use persona::config::Config;
-use persona::filter::{echo, features, normalize, platform, sentences, train, Filter};
+use persona::filter::{echo, features, normalize, platform, respell, sentences, train, Filter};
 use persona::safety::Safety;
 
 struct Stages {
@@ -68,7 +68,14 @@ pub fn run(data: &[u8]) -> Result<(), String> {
     let normalized = normalize::normalize(text);
     assert!(normalized == normalized.trim_end(), "{normalized:?}");
     let _ = features::expand_chat_spelling(text);
-    let _ = features::texts_to_embed(reply, Some(fan));
+    for spelling in [features::Spelling::Expanded, features::Spelling::Respelled] {
+        let _ = features::texts_to_embed(reply, Some(fan), spelling);
+    }
+    // Respelling changes words only: every other character stays where it was.
+    let lower = text.to_lowercase();
+    let respelled = respell::respell(&lower);
+    let others = |t: &str| t.chars().filter(|c| !c.is_alphanumeric()).collect::<String>();
+    assert_eq!(others(&respelled), others(&lower), "{respelled:?}");
     let _ = sentences(text);
     let _ = s.filter.home().canonical(text);
     let _ = s.fansly.home().canonical(text);

@@ -4,11 +4,13 @@
 //! sentence embedding, the element-wise maximum over its sentences (so one violating clause in a
 //! long reply stands out), the embedding of "fan message + reply" and of the fan message alone
 //! (so "sure, see you there" reads differently after "meet me at the bar?" than after "live
-//! tonight?"), which lexical category fired, and hashed word unigrams and bigrams in
-//! [`plain_spelling`]. Pure: the embeddings are computed by the caller, in the order
+//! tonight?"), which lexical category fired, and hashed word unigrams and bigrams, all read
+//! with the model's [`Spelling`]. Pure: the embeddings are computed by the caller, in the order
 //! [`texts_to_embed`] gives.
 
 use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::sentences;
 
@@ -149,20 +151,38 @@ pub fn expand_chat_spelling(text: &str) -> String {
     out
 }
 
-/// How the learned stage reads a text: chat spelling expanded, then the words no dictionary holds
-/// respelled ([`super::respell`]): `wanna cme ovr 2nite` becomes `want to came over tonight`.
-pub fn plain_spelling(text: &str) -> String {
-    super::respell::respell(&expand_chat_spelling(text))
+/// How a learned model reads text. Stored with the model: a model reads text at run time the
+/// way it was trained to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spelling {
+    /// Chat spelling expanded from the table ([`expand_chat_spelling`]): the safety and mood
+    /// classifiers, and every model stored before respelling existed.
+    #[default]
+    Expanded,
+    /// Expanded, then the words no dictionary holds respelled ([`super::respell`]): `wanna cme
+    /// ovr 2nite` becomes `want to came over tonight`. The topic filter's.
+    Respelled,
+}
+
+impl Spelling {
+    /// `text` as a model trained with this spelling reads it.
+    pub fn read(self, text: &str) -> String {
+        match self {
+            Spelling::Expanded => expand_chat_spelling(text),
+            Spelling::Respelled => super::respell::respell(&expand_chat_spelling(text)),
+        }
+    }
 }
 
 /// The texts to embed for one input, in this order: the text, each of its sentences, and with a
-/// fan message, the pair and the fan message. All in [`plain_spelling`].
-pub fn texts_to_embed(text: &str, fan_message: Option<&str>) -> Vec<String> {
-    let text = plain_spelling(text);
+/// fan message, the pair and the fan message. All read with `spelling`.
+pub fn texts_to_embed(text: &str, fan_message: Option<&str>, spelling: Spelling) -> Vec<String> {
+    let text = spelling.read(text);
     let mut out = vec![text.clone()];
     out.extend(sentences(&text));
     if let Some(fan) = fan_message.filter(|f| !f.trim().is_empty()) {
-        let fan = plain_spelling(fan);
+        let fan = spelling.read(fan);
         out.push(format!("THE FAN: {fan}\nYOU: {text}"));
         out.push(fan);
     }
@@ -181,7 +201,7 @@ pub fn len(dims: usize, categories: usize, words: Words) -> usize {
 }
 
 /// Builds the feature vector from the embeddings of [`texts_to_embed`] (same order), the index of
-/// the category the lexical stages matched, if any, and the text itself.
+/// the category the lexical stages matched, if any, and the text itself, read with `spelling`.
 pub fn build(
     text: &str,
     fan_message: Option<&str>,
@@ -189,6 +209,7 @@ pub fn build(
     lexical: Option<usize>,
     categories: usize,
     words: Words,
+    spelling: Spelling,
 ) -> Vec<f32> {
     let dims = vectors.first().map_or(0, Vec::len);
     let has_fan = fan_message.is_some_and(|f| !f.trim().is_empty());
@@ -219,7 +240,7 @@ pub fn build(
         out.extend(std::iter::repeat_n(0.0, dims));
     }
     out.extend((0..categories).map(|c| if lexical == Some(c) { LEXICAL_WEIGHT } else { 0.0 }));
-    out.extend(hashed_words(&plain_spelling(text), words));
+    out.extend(hashed_words(&spelling.read(text), words));
     out
 }
 
@@ -283,9 +304,31 @@ mod tests {
     }
 
     #[test]
+    fn a_model_reads_text_with_the_spelling_it_was_trained_with() {
+        let text = "wanna cme ovr 2nite? pleasee";
+        assert_eq!(Spelling::Expanded.read(text), "want to cme ovr tonight? pleasee");
+        assert_eq!(
+            Spelling::Respelled.read(text),
+            "want to came over tonight? please"
+        );
+        // Models stored before respelling carry no spelling and read as they were trained.
+        assert_eq!(Spelling::default(), Spelling::Expanded);
+        let words = Words {
+            buckets: 64,
+            weight: 1.0,
+        };
+        let vectors = vec![vec![1.0, 0.0]];
+        assert_ne!(
+            build(text, None, &vectors, None, 1, words, Spelling::Expanded),
+            build(text, None, &vectors, None, 1, words, Spelling::Respelled),
+            "the word features follow the spelling"
+        );
+    }
+
+    #[test]
     fn the_vector_has_the_documented_layout() {
         let dims = 3;
-        let texts = texts_to_embed("ok. see you there", Some("meet me at 8?"));
+        let texts = texts_to_embed("ok. see you there", Some("meet me at 8?"), Spelling::Respelled);
         // The text, its one sentence long enough to count, the pair, the fan message.
         assert_eq!(texts.len(), 4, "{texts:?}");
         let vectors: Vec<Vec<f32>> = vec![
@@ -305,6 +348,7 @@ mod tests {
             Some(1),
             2,
             words,
+            Spelling::Respelled,
         );
         assert_eq!(f.len(), len(dims, 2, words));
         assert_eq!(f.len(), 3 * 4 + 2 + 64);
@@ -324,7 +368,15 @@ mod tests {
             4 + 3,
             "4 words, 3 bigrams"
         );
-        let alone = build("ok. see you there", None, &vectors[..2], None, 2, words);
+        let alone = build(
+            "ok. see you there",
+            None,
+            &vectors[..2],
+            None,
+            2,
+            words,
+            Spelling::Respelled,
+        );
         assert_eq!(
             &alone[6..9],
             &alone[..3],

@@ -591,11 +591,19 @@ impl Filter {
         let text = &self.home.canonical(text);
         let fan_message = fan_message.map(|f| self.home.canonical(f));
         let fan_message = fan_message.as_deref();
-        let texts = features::texts_to_embed(text, fan_message);
+        let texts = features::texts_to_embed(text, fan_message, learned.spelling);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let vectors = embedder.embed(&refs)?;
         let names = lexical_names;
-        let row = features::build(text, fan_message, &vectors, lexical, names.len(), learned.words());
+        let row = features::build(
+            text,
+            fan_message,
+            &vectors,
+            lexical,
+            names.len(),
+            learned.words(),
+            learned.spelling,
+        );
         let best = learned
             .categories
             .iter()
@@ -834,17 +842,35 @@ mod tests {
         Filter::new(FilterSettings::default()).unwrap()
     }
 
+    /// Whether the lexicon finds a block term in one normalized form.
+    fn finds_term(f: &Filter, normalized: &str) -> bool {
+        f.block.as_ref().is_some_and(|ac| {
+            ac.find_overlapping_iter(normalized)
+                .any(|m| on_word_boundaries(normalized, m.start(), m.end()))
+        })
+    }
+
     #[test]
     fn the_lexicon_reads_words_respelled_as_well_as_written() {
         let f = filter();
-        for text in ["add me on snaaap", "wanna meeeet up l8r?"] {
-            // The term ("snap", "meet up") is there only once the word is respelled.
+        // The term ("meet up", "snap") is there only once the word is respelled.
+        for text in ["lets meeeet up later", "my snaaap is wren"] {
             let forms = f.lexical_forms(text);
             assert_eq!(forms.len(), 2, "{text}: {forms:?}");
+            assert!(!finds_term(&f, &forms[0]), "{text}: {forms:?}");
+            assert!(finds_term(&f, &forms[1]), "{text}: {forms:?}");
             assert!(f.check_lexical(text).blocked, "{text}");
         }
-        // A term as written is matched even where respelling would change it.
-        assert!(f.check_lexical("find me on kik").blocked);
+        // A term respelling would change ("snd" reads as "sound") is still found as written.
+        let mut settings = FilterSettings::default();
+        settings.categories[0].block.push("snd".into());
+        let f = Filter::new(settings).unwrap();
+        let forms = f.lexical_forms("my snd is wren22");
+        assert!(
+            finds_term(&f, &forms[0]) && !finds_term(&f, &forms[1]),
+            "{forms:?}"
+        );
+        assert!(f.check_lexical("my snd is wren22").blocked);
         assert!(!f.check_lexical("sooo sleepy, nite nite").blocked);
     }
 

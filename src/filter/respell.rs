@@ -6,12 +6,17 @@
 //! the open-ended rest with four general rules, each accepted only when it lands on a word of
 //! the dictionary:
 //!
-//! 1. letters repeated for emphasis collapsed ("sooo", "pleasee", "snapp");
+//! 1. letters repeated for emphasis collapsed ("yesss", "pleasee", "snapp", "meeeet");
 //! 2. digits read as sounds ("l8r" -> "later", "2gether" -> "together");
 //! 3. "-ite" read as "-ight" ("nite" -> "night");
-//! 4. dropped vowels put back ("cme" -> "come", "ovr" -> "over", "bby" -> "baby"): the most
+//! 4. dropped vowels put back ("ovr" -> "over", "bby" -> "baby", "txt" -> "text"): the most
 //!    frequent dictionary word that starts with the same letter, has the same consonants in the
-//!    same order, and contains the written letters in order.
+//!    same order, and contains the written letters in order. Frequency is not meaning: "cme"
+//!    becomes "came", not "come", and "lnch" "launch"; the words stay close enough for the
+//!    embedding model, and the lexicon also reads the text as written.
+//!
+//! It runs on the expanded text before the normalizer's folding, so a word that is also
+//! disguised ("sn4ppp", fullwidth letters) is only folded, not respelled.
 //!
 //! The dictionary is the whole-word vocabulary of the embedding model's tokenizer
 //! (all-MiniLM-L6-v2, the BERT uncased WordPiece vocabulary, Apache-2.0), lowercase ASCII words
@@ -104,7 +109,7 @@ pub fn respell_word(token: &str) -> Option<String> {
         return spoken_digits(token);
     }
     // Rule 1: runs of three or more to two ("goood"), then those and a doubled last letter to
-    // one ("sooo", "snapp"). A doubled letter inside a word ("ppv", "noor") is left alone.
+    // one ("yesss", "snapp"). A doubled letter inside a word ("ppv", "noor") is left alone.
     let twice = collapse_runs(token, 2);
     let once = collapse_runs(token, 1);
     let exact = [&twice, &once]

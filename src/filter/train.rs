@@ -9,7 +9,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::features::{self, Words};
+use super::features::{self, Spelling, Words};
 use super::learned::{self, CategoryModel, TrainOptions};
 use super::Filter;
 use crate::embed::cache::{embed_with_cache, EmbedCache};
@@ -46,6 +46,9 @@ pub struct LearnedFilter {
     /// Weight of the word features (artifacts before it was recorded used 1).
     #[serde(default = "unit_weight")]
     pub word_weight: f32,
+    /// How its models read text (models stored before respelling read as [`Spelling::Expanded`]).
+    #[serde(default)]
+    pub spelling: Spelling,
     /// Per category.
     pub categories: Vec<LearnedCategory>,
 }
@@ -60,6 +63,7 @@ impl Default for LearnedFilter {
         LearnedFilter {
             hash_dims: Words::COMPACT.buckets,
             word_weight: Words::COMPACT.weight,
+            spelling: Spelling::default(),
             categories: Vec::new(),
         }
     }
@@ -173,6 +177,8 @@ pub struct Recipe {
     /// Whether labelled texts that come without a fan message are, one in two, paired with a
     /// fan message of the training data (see [`pair_with_fan_messages`]).
     pub fan_context: bool,
+    /// How the models read text.
+    pub spelling: Spelling,
 }
 
 /// The topic filter's recipe. Another category's texts are left out of each classifier: a
@@ -194,6 +200,7 @@ pub fn recipe() -> Recipe {
         words: Words::TOPICS,
         others_negative: false,
         fan_context: true,
+        spelling: Spelling::Respelled,
     }
 }
 
@@ -243,7 +250,7 @@ pub fn train(
         filter,
         &names,
         &samples,
-        recipe.words,
+        (recipe.words, recipe.spelling),
         embedder,
         cache,
         batch_size,
@@ -290,6 +297,7 @@ pub fn train(
     Ok(LearnedFilter {
         hash_dims: recipe.words.buckets,
         word_weight: recipe.words.weight,
+        spelling: recipe.spelling,
         categories,
     })
 }
@@ -354,14 +362,14 @@ fn feature_rows(
     filter: &Filter,
     names: &[String],
     samples: &[LabelledText],
-    words: Words,
+    (words, spelling): (Words, Spelling),
     embedder: &mut dyn Embedder,
     cache: &mut EmbedCache,
     batch_size: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let per_sample: Vec<Vec<String>> = samples
         .iter()
-        .map(|s| features::texts_to_embed(&s.text, s.fan_message.as_deref()))
+        .map(|s| features::texts_to_embed(&s.text, s.fan_message.as_deref(), spelling))
         .collect();
     let all: Vec<String> = per_sample.iter().flatten().cloned().collect();
     let (vectors, _) = embed_with_cache(embedder, cache, &all, batch_size, &mut |_| {})?;
@@ -385,6 +393,7 @@ fn feature_rows(
             lexical,
             names.len(),
             words,
+            spelling,
         ));
     }
     Ok(rows)
@@ -489,6 +498,11 @@ mod tests {
     fn stored_word_settings_are_checked_and_older_models_read_as_unit_weight() {
         let older: LearnedFilter = serde_json::from_str(r#"{"hash_dims": 2048, "categories": []}"#).unwrap();
         assert_eq!(older.words(), Words::COMPACT);
+        assert_eq!(
+            older.spelling,
+            Spelling::Expanded,
+            "read as trained, before respelling"
+        );
         assert_eq!(older.validate(&[], 384), Ok(()));
         for (hash_dims, word_weight) in [
             (0, 1.0),
@@ -499,6 +513,7 @@ mod tests {
             let bad = LearnedFilter {
                 hash_dims,
                 word_weight,
+                spelling: Spelling::Expanded,
                 categories: Vec::new(),
             };
             let err = bad.validate(&[], 384).unwrap_err();

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::Embedder;
-use crate::filter::features::Words;
+use crate::filter::features::{Spelling, Words};
 use crate::filter::learned::TrainOptions;
 use crate::filter::train::{LearnedFilter, Recipe};
 use crate::filter::{Category, Filter, FilterSettings};
@@ -50,6 +50,7 @@ pub fn recipe() -> Recipe {
         words: Words::COMPACT,
         fan_context: false,
         others_negative: true,
+        spelling: Spelling::Expanded,
     }
 }
 

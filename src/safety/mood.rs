@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::conversation::Message;
 use crate::embed::Embedder;
-use crate::filter::features::Words;
+use crate::filter::features::{Spelling, Words};
 use crate::filter::learned::TrainOptions;
 use crate::filter::train::{LabelledText, LearnedFilter, Recipe};
 use crate::filter::{Category, Filter, FilterSettings};
@@ -64,6 +64,7 @@ pub fn recipe() -> Recipe {
         words: Words::COMPACT,
         fan_context: false,
         others_negative: true,
+        spelling: Spelling::Expanded,
     }
 }
 
