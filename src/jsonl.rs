@@ -1,9 +1,12 @@
 //! Reading JSON-lines files: one object per line, blank lines skipped, and an error that names
 //! the file, the line and the shape the line should have.
 //!
-//! Every labelled set, response file and fan-message pool persona reads is in this format; the
-//! checks that depend on a line's meaning (unknown category, empty text, index out of range)
-//! stay with the reader of that file, which gets each value with its line number.
+//! The labelled sets, response files, contrast set and fan-message pools persona reads from files
+//! are in this format (`check --jsonl` reads stdin line by line instead, answering as it goes);
+//! the checks that depend on a line's meaning (unknown category, empty text, index out of range)
+//! stay with the reader of that file, which gets each value with its line number. The whole
+//! file is parsed first, so a line that is not the expected JSON is reported before a later
+//! check finds fault with an earlier line.
 
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;

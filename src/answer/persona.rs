@@ -60,25 +60,33 @@ pub struct Persona {
 
 impl Persona {
     /// [`Persona::load`] with the installed assets and the configuration's embedding threads and
-    /// runtime settings: what every command that answers from one artifact does.
-    pub fn open(path: &Path, config: &crate::config::Config) -> Result<Self> {
+    /// runtime settings: what every command that answers from one artifact does (`ask` with
+    /// [`Startup::Quick`], `eval`, which embeds every held-out turn, with
+    /// [`Startup::Throughput`]).
+    pub fn open(path: &Path, config: &crate::config::Config, startup: Startup) -> Result<Self> {
         Self::load(
             path,
             &Assets::locate(),
-            config.embedding.effective_threads(),
+            (config.embedding.effective_threads(), startup),
             &config.runtime,
         )
     }
 
-    /// Loads and verifies an artifact and the embedding model, then applies the runtime settings.
-    pub fn load(path: &Path, assets: &Assets, threads: usize, runtime: &RuntimeSettings) -> Result<Self> {
+    /// Loads and verifies an artifact and the embedding model (with `threads` and `startup`),
+    /// then applies the runtime settings.
+    pub fn load(
+        path: &Path,
+        assets: &Assets,
+        (threads, startup): (usize, Startup),
+        runtime: &RuntimeSettings,
+    ) -> Result<Self> {
         // The artifact and the embedding model load in parallel: neither needs the other until
         // the model check in `from_parts`.
         let started = Instant::now();
         let (artifact, embedder) = std::thread::scope(|scope| {
             let model = scope.spawn(|| {
                 let t = Instant::now();
-                FastEmbedder::load(assets, threads, 32, Startup::Quick).map(|e| (e, t.elapsed()))
+                FastEmbedder::load(assets, threads, 32, startup).map(|e| (e, t.elapsed()))
             });
             let t = Instant::now();
             let artifact = artifact::read(path).map(|a| (a, t.elapsed()));

@@ -15,6 +15,7 @@ use crate::answer::{self, Answer, CleanReply, DemoMode, Persona, Prepared, Sampl
 use crate::cli::AskArgs;
 use crate::config::Config;
 use crate::conversation::{FanProfile, Message};
+use crate::embed::Startup;
 use crate::filter::Verdict;
 use crate::history::{self, HistoryStore};
 use crate::llm::{ChatMessage, LlmClient};
@@ -177,7 +178,7 @@ pub fn run(config: &Config, args: &AskArgs) -> Result<()> {
     let sampling = Sampling::new(args.candidates, config.llm.temperature, config.llm.seed)?;
     let asker = Asker {
         args,
-        persona: Persona::open(&args.artifact, config)?,
+        persona: Persona::open(&args.artifact, config, Startup::Quick)?,
         client: LlmClient::new(config.llm.clone())?,
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -188,8 +188,7 @@ fn labelled(
                     fan_message: None,
                 }),
         );
-    }
-    if !args.mood {
+    } else {
         let name = path.display().to_string();
         let shape = crate::filter::train::LABELLED_SHAPE;
         items.extend(

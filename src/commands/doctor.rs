@@ -83,7 +83,7 @@ pub fn run(overrides: &Overrides) -> Vec<Finding> {
     if findings.iter().all(|f| f.ok) {
         let threads = config.as_ref().map_or(1, |c| c.embedding.effective_threads());
         let loaded =
-            embed::FastEmbedder::load(&assets, threads, 32, embed::Startup::Quick).and_then(|mut e| {
+            embed::FastEmbedder::load(&assets, threads, 32, embed::Startup::Throughput).and_then(|mut e| {
                 let v = e.embed(&["hello there"])?;
                 let norm = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
                 let hash = &e.info().model_sha256;

@@ -14,6 +14,7 @@ use crate::answer::{Persona, Sampling};
 use crate::cli::EvalArgs;
 use crate::commands::compile::progress_bar;
 use crate::config::{Config, Overrides};
+use crate::embed::Startup;
 use crate::eval::report::{self, Report};
 use crate::eval::{
     difference, generate, items, read_responses, score, validity, ItemScore, Reference, Reply, System,
@@ -91,7 +92,7 @@ fn injection(config: &Config, args: &EvalArgs, set: &std::path::Path) -> Result<
         .with_context(|| format!("reading the injection set `{}`", set.display()))?;
     let name = set.display().to_string();
     let cases = crate::eval::injection::parse(&name, &content)?;
-    let persona = Persona::open(&args.artifact, config)?;
+    let persona = Persona::open(&args.artifact, config, Startup::Throughput)?;
     let client = crate::llm::LlmClient::new(config.llm.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -157,7 +158,7 @@ pub struct Options {
 /// Runs the evaluation and builds the report. Nothing is written here, so a failure midway never
 /// leaves a partial report.
 pub fn evaluate(config: &Config, options: &Options) -> Result<Report> {
-    let persona = Persona::open(&options.artifact, config)?;
+    let persona = Persona::open(&options.artifact, config, Startup::Throughput)?;
     let profile = persona.profile().clone();
 
     let mut items = items(&persona, options.heldout.as_deref())?;
@@ -305,7 +306,7 @@ pub fn gate_failures(report: &Report, require_knn_beats_zero_shot: bool) -> Vec<
 
 /// `persona eval --retrieval`: the retrievers compared on every held-out turn, no LLM.
 fn retrieval(config: &Config, args: &EvalArgs) -> Result<ExitCode> {
-    let persona = Persona::open(&args.artifact, config)?;
+    let persona = Persona::open(&args.artifact, config, Startup::Throughput)?;
     let mut all = items(&persona, args.heldout.as_deref())?;
     if let Some(n) = args.limit {
         all.truncate(n);

@@ -67,13 +67,14 @@ pub const MAX_LENGTH: usize = 256;
 /// How much work loading the model does before the first text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Startup {
-    /// Every graph optimization ONNX Runtime has, for the fastest model calls: for compile, the
-    /// server and the benches, which embed many texts per load.
+    /// Every graph optimization ONNX Runtime has, for the fastest model calls: for compile,
+    /// `serve`, `eval`, `check --labelled` and `--jsonl` and the benches, which embed many texts
+    /// per load, and for `doctor`, which checks the model the way they load it.
     Throughput,
     /// Every optimization but constant folding, which is most of the session's creation (it
-    /// turns the int8 weights into float constants ahead of time): for one-shot commands
-    /// (`ask`, `check`, `doctor`) that embed a handful of texts. The vectors agree with
-    /// [`Startup::Throughput`]'s to float rounding; `cargo bench --bench embed` measures both.
+    /// turns the int8 weights into float constants ahead of time): for `ask` and `check` on a
+    /// few texts, which embed a handful. The vectors agree with [`Startup::Throughput`]'s to
+    /// float rounding; `cargo bench --bench embed` measures both.
     Quick,
 }
 
