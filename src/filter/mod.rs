@@ -514,7 +514,7 @@ impl Filter {
 
     /// The forms the lexicon and patterns read, allowed phrases masked: the text with chat
     /// spelling expanded, and when it differs, the same with words respelled
-    /// ([`respell`]). Both are read, so respelling can find "cme ovr" as "came over" but never
+    /// ([`respell`]). Both are read, so respelling can find "meeeet up" as "meet up" but never
     /// hide a term written as the lexicon knows it.
     fn lexical_forms(&self, text: &str) -> Vec<String> {
         let expanded = features::expand_chat_spelling(text);
