@@ -119,6 +119,23 @@ fn the_filter_keeps_its_recall_when_every_text_answers_a_fan_message() {
     );
 }
 
+#[test]
+fn check_refuses_a_labelled_set_it_would_score_wrongly() {
+    // A misspelt category would be a category the filter never predicts: every text of it a
+    // miss, and the figures wrong without a word. Compile's reader names the line instead.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.jsonl");
+    let cases = [
+        ("{\"text\": \"add me on snap\", \"category\": \"social_platform\"}\n{\"text\": \"meet me\", \"category\": \"meeting\"}\n", "line 2: unknown category `meeting`"),
+        ("{\"text\": \"  \", \"category\": null}\n", "line 1: the text is empty"),
+    ];
+    for (content, want) in cases {
+        std::fs::write(&path, content).unwrap();
+        let err = persona(&["check", "--lexical-only", "--labelled", path.to_str().unwrap()]).failure();
+        assert!(err.contains("mine.jsonl` ") && err.contains(want), "{err}");
+    }
+}
+
 /// A persona whose every gold reply breaks the rule, so the real model copies the violation.
 fn leaky_persona(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let fan = [

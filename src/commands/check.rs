@@ -15,7 +15,7 @@ use crate::artifact;
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::embed::{Embedder, FastEmbedder, Startup};
-use crate::filter::figures::{self, Labelled};
+use crate::filter::figures;
 use crate::filter::{Filter, Stage, Verdict};
 use crate::paths::Assets;
 
@@ -176,27 +176,20 @@ fn labelled(
 ) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the labelled set `{}`", path.display()))?;
-    let mut items = Vec::new();
-    if args.mood {
-        let name = path.display().to_string();
-        items.extend(
-            crate::safety::mood::parse(&name, &text)?
-                .into_iter()
-                .map(|t| Labelled {
-                    text: t.text,
-                    category: t.category,
-                    fan_message: None,
-                }),
-        );
+    let name = path.display().to_string();
+    // The same reader compile trains from: an unknown category or an empty text is an error
+    // naming the line, not a category the figures silently never see.
+    let mut items = if args.mood {
+        crate::safety::mood::parse(&name, &text)?
     } else {
-        let name = path.display().to_string();
-        let shape = crate::filter::train::LABELLED_SHAPE;
-        items.extend(
-            crate::jsonl::parse::<Labelled>(&name, &text, shape)?
-                .into_iter()
-                .map(|(_, item)| item),
-        );
-    }
+        let categories: Vec<String> = filter
+            .settings()
+            .categories
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        crate::filter::train::parse_labelled(&name, &text, &categories)?
+    };
     if let Some(fans) = &args.in_context {
         let pool = fan_messages(fans)?;
         for item in items.iter_mut().filter(|i| i.fan_message.is_none()) {

@@ -3,19 +3,7 @@
 //!
 //! Pure functions over labels and predictions; `check` reads the file and runs the filter.
 
-use serde::{Deserialize, Serialize};
-
-/// One labelled text.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Labelled {
-    /// The text.
-    pub text: String,
-    /// Its category, or `None` when it is fine.
-    pub category: Option<String>,
-    /// The fan message the text answers, when its label depends on it.
-    #[serde(default)]
-    pub fan_message: Option<String>,
-}
+use serde::Serialize;
 
 /// Figures for one category.
 #[derive(Debug, Clone, PartialEq, Serialize)]
