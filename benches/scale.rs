@@ -57,7 +57,7 @@ use persona::paths::{self, Assets};
 const QUERIES: usize = 200;
 /// Texts of each size embedded for real to measure the raw embedding rate.
 const EMBED_SAMPLE: usize = 1_000;
-const EF_SWEEP: &[usize] = &[16, 32, 64, 128, 256];
+const EF_SWEEP: &[usize] = &[16, 32, 64, 128, 256, 512];
 
 fn gaussian(rng: &mut Rng) -> f32 {
     // Box-Muller from two uniforms in (0, 1].

@@ -22,7 +22,7 @@ use crate::embed::{hex, Embedder};
 use crate::eval::style::StyleProfile;
 use crate::filter::train::{self, LabelledText, LearnedFilter};
 use crate::filter::Filter;
-use crate::index::{self, Sketches};
+use crate::index::{self, calibrate, Index, Sketches};
 use crate::safety::{mood, Safety};
 
 /// What a compile did, as printed by `--json`.
@@ -241,10 +241,37 @@ fn build(
     cache.unload()?;
     clock.lap("learned filter, safety and mood: embed the labelled texts, train");
 
-    let hnsw = config.index.params(vectors.len());
+    let sized = config.index.params(vectors.len());
     let sketches = Sketches::quantize(&vectors)?;
-    let graph = index::build(&sketches, hnsw)?;
+    let graph = index::build(&sketches, sized)?;
     clock.lap("hnsw build");
+    // The beam is measured on the data unless `index.ef_search` is given.
+    let mut searcher = Index::new(graph, vectors, sized)?.with_sketches(Some(sketches))?;
+    let calibration = match config.index.ef_search {
+        Some(_) => None,
+        None => Some(calibrate::ef_search(&mut searcher, sized.ef_search)?),
+    };
+    if let Some(c) = calibration {
+        let measured = format!(
+            "ef_search {} finds {:.3} of the exact {} nearest neighbours of {} sampled examples, {:.4} similarity lost per neighbour",
+            c.ef_search,
+            c.recall,
+            calibrate::K,
+            c.queries,
+            c.lost
+        );
+        if c.reached || c.lost <= calibrate::TOLERATED_LOSS {
+            eprintln!("index: {measured} (the size rule's start: {})", sized.ef_search);
+        } else {
+            eprintln!(
+                "warning: index: {measured}, under the {} aimed for; raise `[index] m` or `ef_construction` \
+                 for better demos",
+                calibrate::TARGET_RECALL
+            );
+        }
+    }
+    let (graph, vectors, sketches, hnsw) = searcher.into_parts();
+    clock.lap("ef_search calibration");
     filter.embed_examples(embedder)?;
     check_handoff_replies(config, &filter, &learned, embedder)?;
     let deflections = deflections(&filter, &conversations, &examples);
@@ -277,7 +304,7 @@ fn build(
         conversations: ConversationTable::build(&conversations)?,
         examples,
         vectors,
-        sketches: Some(sketches),
+        sketches,
         graph,
         filter: CompiledFilter {
             examples: filter.examples().clone(),

@@ -10,6 +10,7 @@
 //! Every stored id is bounds-checked while searching, so even a damaged graph cannot crash a
 //! reader; it can only search worse (the artifact's checksums catch damage first).
 
+pub mod calibrate;
 pub mod sketch;
 
 use std::cmp::{Ordering, Reverse};
@@ -51,7 +52,9 @@ impl HnswParams {
     /// 10 up to 100k examples; past that, links wear thin inside clusters of near-identical
     /// turns, so the beam doubles to 128 (recall@10 0.999 at 200k) and from 250k on the graph
     /// gets M 32 and a beam of 256 (0.999 at 1M, where M 16 at 64 found 0.82). The build's
-    /// beam stays 200: 100 halved the 1M build but left recall@10 at 0.980.
+    /// beam stays 200: 100 halved the 1M build but left recall@10 at 0.980. Those figures are
+    /// for clustered turns; compile then measures the graph on its own vectors and widens the
+    /// search beam where the data is less repetitive ([`calibrate`]).
     pub fn for_examples(examples: usize) -> Self {
         let (m, ef_search) = match examples {
             0..=100_000 => (16, 64),
@@ -469,6 +472,12 @@ impl Index {
             }
         }
         Ok(kept.into_iter().map(|Reverse(s)| s).collect())
+    }
+
+    /// The graph, vectors and sketches back, with the parameters searched with (`ef_search` as
+    /// [`calibrate::ef_search`] left it).
+    pub fn into_parts(self) -> (Graph, Vectors, Option<Sketches>, HnswParams) {
+        (self.graph, self.vectors, self.sketches, self.params)
     }
 
     /// Number of indexed examples.
