@@ -17,8 +17,9 @@
 //! each doubling doubles the query time. A graph that misses the target on such data needs
 //! more links (`index.m`), which compile says.
 //!
-//! The cost is the scan: `QUERIES` exact searches, about 12 s of one core at a million vectors,
-//! split over the available cores; a few percent of compiling a million turns.
+//! The cost is the scan: `QUERIES` exact searches split over the available cores. It took 2 to
+//! 3 s at 200k (scale bench); at a million vectors, from the 122 ms one exact search took there,
+//! it should be about 12 s of one core (an estimate, not measured).
 
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +91,12 @@ fn exact_neighbours(index: &Index, queries: &[usize]) -> Result<Vec<Vec<Hit>>, D
             .collect();
         let mut out = Vec::with_capacity(queries.len());
         for worker in workers {
-            // A worker only panics on a bug; its queries then count as having no neighbours.
-            out.extend(worker.join().unwrap_or_default());
+            // A worker only panics on a bug: pass it on rather than misalign queries and answers.
+            out.extend(
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
         }
         out.into_iter().collect()
     })
@@ -180,8 +185,6 @@ mod tests {
         let stopped = c.reached || c.lost <= TOLERATED_LOSS || c.ef_search == MAX_CALIBRATED_EF;
         assert!(stopped, "{c:?}");
         // The measured recall is what the chosen beam finds; half the beam finds less.
-        let narrower = ef_search(&mut thin, c.ef_search / 2).unwrap();
-        assert!(narrower.ef_search >= c.ef_search / 2);
         thin.params.ef_search = c.ef_search / 2;
         let queries: Vec<usize> = (0..QUERIES).map(|i| i * 3000 / QUERIES).collect();
         let exact = exact_neighbours(&thin, &queries).unwrap();
