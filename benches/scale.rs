@@ -30,9 +30,9 @@
 //! take: `embed / (embed + compile)`, the embedding time scaled from the sample.
 //!
 //! `PERSONA_BENCH_BASELINE=1` also builds each size's graph twice in this process with the
-//! artifact's parameters, over the f32 vectors and over their 8-bit sketches, and prints the
-//! build times, recall and query time of each (and of the sketch graph searched without its
-//! sketches) with their ratios: the same-run baseline for the sketches.
+//! artifact's parameters over the same sketches, with hnsw_rs and with persona's own build, and
+//! prints the build times, recall over the ef sweep and query time of each, with the ratio: the
+//! same-run baseline for the build.
 //!
 //! `PERSONA_BENCH_KEEP=DIR` keeps each artifact as
 //! `DIR/synthetic-<turns>-<data>-m<M>-efc<ef_construction>.bin`, so cold starts and queries can be
@@ -401,9 +401,9 @@ fn main() -> Result<()> {
     }
     if !baselines.is_empty() {
         println!();
-        println!("Sketches against f32, same vectors, same parameters, in this process (`PERSONA_BENCH_BASELINE=1`):");
-        println!("| turns | build s: f32 / sketches | build speed-up | recall@10 at default ef: f32 graph, f32 beam / sketch graph, f32 beam / sketch graph, sketch beam | query ms, same | query speed-up |");
-        println!("|---:|---|---:|---|---|---:|");
+        println!("persona's build against hnsw_rs's, same sketches, same parameters, in this process (`PERSONA_BENCH_BASELINE=1`):");
+        println!("| turns | M / ef_construction / ef_search | build s: hnsw_rs / persona | build speed-up | recall@10 at ef {}: hnsw_rs <br> persona | query ms at the artifact's ef: hnsw_rs / persona |", EF_SWEEP.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" / "));
+        println!("|---:|---|---|---:|---|---|");
         for row in baselines {
             println!("{row}");
         }
@@ -435,8 +435,9 @@ fn recall(exact: &[Vec<usize>], hits: &[Vec<Hit>]) -> f64 {
     found as f64 / (10 * exact.len()) as f64
 }
 
-/// Builds the graph over the f32 vectors and over their sketches with the artifact's parameters,
-/// and searches each: the row of the baseline table.
+/// Builds the graph over the sketches twice with the artifact's parameters, with hnsw_rs and
+/// with persona's own build ([`index::build`]), and searches each the way `ask` does: the row of
+/// the baseline table.
 fn compare_builds(
     n: usize,
     compiled: &Artifact,
@@ -446,33 +447,111 @@ fn compare_builds(
     let params = compiled.manifest.hnsw;
     let sketches = Sketches::quantize(&compiled.vectors)?;
     let started = Instant::now();
-    let f32_graph = index::build_exact(&compiled.vectors, params)?;
-    let f32_s = started.elapsed().as_secs_f64();
+    let theirs = hnsw_rs_baseline::build(&sketches, params)?;
+    let theirs_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let sketch_graph = index::build(&sketches, params)?;
-    let sketch_s = started.elapsed().as_secs_f64();
-    let indexes = [
-        Index::new(f32_graph, compiled.vectors.clone(), params)?,
-        Index::new(sketch_graph.clone(), compiled.vectors.clone(), params)?,
-        Index::new(sketch_graph, compiled.vectors.clone(), params)?.with_sketches(Some(sketches))?,
-    ];
-    let (mut recalls, mut times) = (Vec::new(), Vec::new());
-    for index in &indexes {
-        // One untimed pass, so each index is timed with its pages in memory.
-        search_all(index, queries)?;
-        let (hits, ms) = search_all(index, queries)?;
-        recalls.push(format!("{:.3}", recall(exact, &hits)));
-        times.push(ms);
+    let ours = index::build(&sketches, params)?;
+    let ours_s = started.elapsed().as_secs_f64();
+    let (mut cells, mut times) = (Vec::new(), Vec::new());
+    for graph in [theirs, ours] {
+        let mut recalls = Vec::new();
+        for &ef in EF_SWEEP {
+            let index = Index::new(
+                graph.clone(),
+                compiled.vectors.clone(),
+                HnswParams {
+                    ef_search: ef,
+                    ..params
+                },
+            )?
+            .with_sketches(Some(sketches.clone()))?;
+            // One untimed pass, so each index is timed with its pages in memory.
+            search_all(&index, queries)?;
+            let (hits, ms) = search_all(&index, queries)?;
+            recalls.push(format!("{:.3}", recall(exact, &hits)));
+            if ef == params.ef_search {
+                times.push(ms);
+            }
+        }
+        cells.push(recalls.join(" / "));
     }
     Ok(format!(
-        "| {n} | {f32_s:.1} / {sketch_s:.1} | {:.2}x | {} | {} | {:.2}x |",
-        f32_s / sketch_s,
-        recalls.join(" / "),
+        "| {n} | {} / {} / {} | {theirs_s:.1} / {ours_s:.1} | **{:.2}x** | {} | {} |",
+        params.m,
+        params.ef_construction,
+        params.ef_search,
+        theirs_s / ours_s,
+        cells.join(" <br> "),
         times
             .iter()
             .map(|t| format!("{t:.3}"))
             .collect::<Vec<_>>()
             .join(" / "),
-        times[0] / times[2],
     ))
+}
+
+/// hnsw_rs's build over the same sketches, the baseline persona's own build is measured
+/// against (persona built its graphs with it before, and no longer depends on it).
+mod hnsw_rs_baseline {
+    use anyhow::{bail, Result};
+    use hnsw_rs::prelude::{Distance, Hnsw};
+    use persona::artifact::flat::Flat;
+    use persona::index::{sketch, Graph, HnswParams, Sketches};
+
+    /// `C - dot`, where `C` is the largest dot two sketches can have: never negative, and in
+    /// the order of the similarities persona's build compares.
+    struct SketchDistance;
+
+    impl Distance<i8> for SketchDistance {
+        fn eval(&self, a: &[i8], b: &[i8]) -> f32 {
+            (127.0 * 127.0 * a.len() as f32) - sketch::dot(a, b) as f32
+        }
+    }
+
+    /// The graph hnsw_rs builds over `sketches` (in parallel), copied into persona's arrays.
+    pub fn build(sketches: &Sketches, params: HnswParams) -> Result<Graph> {
+        let n = sketches.len();
+        let mut data = Vec::with_capacity(n);
+        for i in 0..n {
+            let Some(row) = sketches.get(i)? else {
+                bail!("sketch {i} is missing")
+            };
+            data.push((row, i));
+        }
+        let hnsw = Hnsw::<i8, SketchDistance>::new(params.m, n, 16, params.ef_construction, SketchDistance);
+        hnsw.parallel_insert_slice(&data);
+        let mut levels = vec![0u8; n];
+        let mut lists: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
+        for point in hnsw.get_point_indexation() {
+            let (id, level) = (point.get_origin_id(), point.get_point_id().0);
+            let mut layers: Vec<Vec<u32>> = point
+                .get_neighborhood_id()
+                .into_iter()
+                .map(|l| l.into_iter().map(|nb| nb.d_id as u32).collect())
+                .collect();
+            layers.truncate(level as usize + 1);
+            levels[id] = level;
+            lists[id] = layers;
+        }
+        let (mut offsets, mut links, mut upper) = (vec![0u32], Vec::new(), vec![u32::MAX; n]);
+        for node in &lists {
+            links.extend_from_slice(node.first().map_or(&[][..], |l| &l[..]));
+            offsets.push(links.len() as u32);
+        }
+        for (id, node) in lists.iter().enumerate() {
+            if node.len() > 1 {
+                upper[id] = (offsets.len() - 1) as u32;
+                for list in &node[1..] {
+                    links.extend_from_slice(list);
+                    offsets.push(links.len() as u32);
+                }
+            }
+        }
+        Ok(Graph {
+            levels: Flat::owned(levels),
+            upper: Flat::owned(upper),
+            offsets: Flat::owned(offsets),
+            links: Flat::owned(links),
+        })
+    }
 }

@@ -143,21 +143,7 @@ mod tests {
 
     /// `n` pseudo-random unit vectors in `dims` dimensions: no clusters, the hard case.
     fn spread(n: usize, dims: usize) -> Vectors {
-        let mut state = 7u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        let rows: Vec<Vec<f32>> = (0..n)
-            .map(|_| {
-                let v: Vec<f32> = (0..dims).map(|_| next()).collect();
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.into_iter().map(|x| x / norm).collect()
-            })
-            .collect();
-        Vectors::from_rows(&rows)
+        Vectors::from_rows(&crate::index::testing::spread(n, dims, 7))
     }
 
     fn index(vectors: Vectors, m: usize, ef_construction: usize) -> Index {

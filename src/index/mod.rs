@@ -1,15 +1,15 @@
-//! The nearest-neighbour index over example vectors: an HNSW graph built by hnsw_rs, frozen into
-//! flat arrays, and searched in place.
+//! The nearest-neighbour index over example vectors: an HNSW graph built over 8-bit sketches,
+//! frozen into flat arrays, and searched in place.
 //!
-//! hnsw_rs builds the graph (in parallel, cosine distance over the 8-bit [`Sketches`]). The
-//! graph is then copied out into compressed adjacency arrays ([`Graph`]) that the artifact stores
-//! as they are and maps back without parsing, and [`Index::search`] walks them: greedy descent
-//! through the upper layers, then a beam of `ef` candidates on layer 0, which is the HNSW search
-//! hnsw_rs itself runs, scored on the sketches when the artifact has them; the beam's candidates
+//! [`build`] builds the graph (in parallel, over the [`Sketches`]) into compressed adjacency
+//! arrays ([`Graph`]) that the artifact stores as they are and maps back without parsing, and
+//! [`Index::search`] walks them: greedy descent through the upper layers, then a beam of `ef`
+//! candidates on layer 0, scored on the sketches when the artifact has them; the beam's candidates
 //! are then rescored on the f32 vectors, so the `k` returned and their similarities are exact.
 //! Every stored id is bounds-checked while searching, so even a damaged graph cannot crash a
 //! reader; it can only search worse (the artifact's checksums catch damage first).
 
+pub mod build;
 pub mod calibrate;
 pub mod sketch;
 
@@ -17,7 +17,6 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use anyhow::{bail, Result};
-use hnsw_rs::prelude::{DistDot, Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::flat::{Damaged, Flat, Vectors};
@@ -197,92 +196,10 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// Builds the HNSW graph over the examples' sketches with hnsw_rs; example `i` becomes node `i`.
+/// Builds the HNSW graph over the examples' sketches ([`build::graph`]); example `i` becomes
+/// node `i`.
 pub fn build(sketches: &Sketches, params: HnswParams) -> Result<Graph> {
-    let rows = (0..sketches.len())
-        .map(|i| {
-            sketches
-                .get(i)?
-                .ok_or_else(|| anyhow::anyhow!("sketch {i} is missing"))
-        })
-        .collect::<Result<Vec<&[i8]>>>()?;
-    build_over(rows, params, sketches.distance())
-}
-
-/// Builds the graph over the f32 vectors themselves: the baseline the scale bench measures
-/// [`build`] against.
-pub fn build_exact(vectors: &Vectors, params: HnswParams) -> Result<Graph> {
-    build_over(vectors.rows()?.collect(), params, DistDot {})
-}
-
-fn build_over<T: Clone + Send + Sync, D: Distance<T> + Send + Sync>(
-    rows: Vec<&[T]>,
-    params: HnswParams,
-    distance: D,
-) -> Result<Graph> {
-    if rows.is_empty() {
-        bail!("there are no examples to index; the dataset needs creator replies outside the held-out set");
-    }
-    params.check().map_err(anyhow::Error::msg)?;
-    let n = rows.len();
-    if n >= NONE as usize {
-        bail!("{n} examples are more than one index can hold ({})", NONE - 1);
-    }
-    let hnsw = Hnsw::<T, D>::new(params.m, n, MAX_LAYER, params.ef_construction, distance);
-    let data: Vec<(&[T], usize)> = rows.into_iter().enumerate().map(|(i, v)| (v, i)).collect();
-    hnsw.parallel_insert_slice(&data);
-    drop(data);
-
-    // Copy the graph out, node by node, in id order.
-    let mut levels = vec![0u8; n];
-    let mut layer0: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut uppers: Vec<(u32, Vec<Vec<u32>>)> = Vec::new();
-    for point in hnsw.get_point_indexation() {
-        let id = point.get_origin_id();
-        let level = point.get_point_id().0;
-        let mut layers = point.get_neighborhood_id();
-        layers.truncate(level as usize + 1);
-        let mut lists = layers
-            .into_iter()
-            .map(|l| l.into_iter().map(|nb| nb.d_id as u32).collect::<Vec<u32>>());
-        let (Some(slot), Some(first)) = (levels.get_mut(id), lists.next()) else {
-            bail!("hnsw_rs returned node {id}, outside the {n} inserted");
-        };
-        *slot = level;
-        layer0[id] = first;
-        if level > 0 {
-            uppers.push((id as u32, lists.collect()));
-        }
-    }
-    drop(hnsw);
-
-    let mut offsets = Vec::with_capacity(n + uppers.len() * 2 + 1);
-    let mut links = Vec::new();
-    offsets.push(0u32);
-    let mut push = |list: &[u32], offsets: &mut Vec<u32>| -> Result<()> {
-        links.extend_from_slice(list);
-        let end = u32::try_from(links.len())
-            .map_err(|_| anyhow::anyhow!("the graph has more than {} links; lower `index.m`", u32::MAX))?;
-        offsets.push(end);
-        Ok(())
-    };
-    for list in &layer0 {
-        push(list, &mut offsets)?;
-    }
-    drop(layer0);
-    let mut upper = vec![NONE; n];
-    for (id, lists) in &uppers {
-        upper[*id as usize] = (offsets.len() - 1) as u32;
-        for list in lists {
-            push(list, &mut offsets)?;
-        }
-    }
-    Ok(Graph {
-        levels: Flat::owned(levels),
-        upper: Flat::owned(upper),
-        offsets: Flat::owned(offsets),
-        links: Flat::owned(links),
-    })
+    build::graph(sketches, params)
 }
 
 /// The nodes a search has seen: one bit per node, so a 1M-node search allocates 125 KB once and
@@ -510,26 +427,37 @@ pub fn brute_force(vectors: &Vectors, query: &[f32], k: usize) -> Result<Vec<Hit
     Ok(hits)
 }
 
+/// Test data shared by the index's modules.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unit(v: Vec<f32>) -> Vec<f32> {
+pub(crate) mod testing {
+    /// `v` scaled to length 1.
+    pub fn unit(v: Vec<f32>) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.into_iter().map(|x| x / n).collect()
     }
 
-    fn vectors(n: usize) -> Vectors {
-        // A deterministic pseudo-random spread of directions in 8 dimensions.
-        let mut state = 12345u64;
+    /// `n` pseudo-random unit vectors in `dims` dimensions, the same for the same `seed`: no
+    /// clusters, the hard case for a graph.
+    pub fn spread(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed;
         let mut next = move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         };
-        let rows: Vec<Vec<f32>> = (0..n).map(|_| unit((0..8).map(|_| next()).collect())).collect();
-        Vectors::from_rows(&rows)
+        (0..n)
+            .map(|_| unit((0..dims).map(|_| next()).collect()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vectors(n: usize) -> Vectors {
+        Vectors::from_rows(&testing::spread(n, 8, 12345))
     }
 
     fn graph(vs: &Vectors) -> Graph {
@@ -545,12 +473,7 @@ mod tests {
     #[test]
     fn search_agrees_with_exact_search_with_and_without_sketches() {
         let vs = vectors(2000);
-        let exact_only = Index::new(
-            build_exact(&vs, HnswParams::default()).unwrap(),
-            vs.clone(),
-            HnswParams::default(),
-        )
-        .unwrap();
+        let exact_only = Index::new(graph(&vs), vs.clone(), HnswParams::default()).unwrap();
         for (name, index) in [("f32", exact_only), ("sketched", sketched(&vs))] {
             let (mut found, mut total) = (0, 0);
             for q in vs.rows().unwrap().step_by(37) {
@@ -684,7 +607,6 @@ mod tests {
     fn an_empty_index_is_an_error() {
         let none = Vectors::from_rows(&[]);
         assert!(build(&Sketches::quantize(&none).unwrap(), HnswParams::default()).is_err());
-        assert!(build_exact(&none, HnswParams::default()).is_err());
     }
 
     #[test]

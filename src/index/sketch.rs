@@ -13,7 +13,6 @@
 //! beam, not the rescored similarities.
 
 use anyhow::{bail, Result};
-use hnsw_rs::prelude::Distance;
 
 use crate::artifact::flat::{row_range, Damaged, Flat, Lazy, Vectors};
 
@@ -99,13 +98,6 @@ impl Sketches {
     pub fn query(&self, query: &[f32]) -> Vec<i8> {
         query.iter().map(|&x| round(x, self.scale)).collect()
     }
-
-    /// The distance hnsw_rs builds the graph with: one minus the similarity the sketches give.
-    pub fn distance(&self) -> SketchDistance {
-        SketchDistance {
-            unit: 1.0 / (self.scale * self.scale),
-        }
-    }
 }
 
 fn round(x: f32, scale: f32) -> i8 {
@@ -153,39 +145,13 @@ fn dot_lanes(a: &[i8], b: &[i8]) -> i32 {
     sums.iter().sum::<i32>() + tail
 }
 
-/// Cosine distance between sketches for hnsw_rs: `1 - dot * unit`, never below zero.
-#[derive(Clone, Copy, Debug)]
-pub struct SketchDistance {
-    unit: f32,
-}
-
-impl Distance<i8> for SketchDistance {
-    fn eval(&self, a: &[i8], b: &[i8]) -> f32 {
-        (1.0 - dot(a, b) as f32 * self.unit).max(0.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::embed;
 
-    fn unit(v: Vec<f32>) -> Vec<f32> {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
-
     fn spread(n: usize, dims: usize) -> Vec<Vec<f32>> {
-        let mut state = 99u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        (0..n)
-            .map(|_| unit((0..dims).map(|_| next()).collect()))
-            .collect()
+        crate::index::testing::spread(n, dims, 99)
     }
 
     #[test]
