@@ -16,14 +16,14 @@
 //! prefetches a node's unseen neighbours before scoring them.
 //!
 //! Levels come from a hash of the node id, and the first [`SEQUENTIAL`] nodes are inserted by
-//! one thread in id order, so a graph of that size is the same in every build. Past it, two
-//! threads share the inserts; the links then depend on the order they happen to run in, so two
-//! builds of the same data differ slightly, as with any parallel HNSW build. A node inserted
-//! beside another can be reached through a layer above before it has written its own links
-//! on the layer below; what the other thread linked to it there is kept, not overwritten.
+//! one thread in id order, so a graph of that size is the same in every build. Past it, one
+//! thread per core shares the inserts; the links then depend on the order they happen to run
+//! in, so two builds of the same data differ slightly, as with any parallel HNSW build. A node
+//! writes all its own lists before any other node links back to it, so no other insert can
+//! reach it half linked.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -41,6 +41,11 @@ type Cand = (i32, u32);
 
 /// Builds the graph over `sketches`; example `i` becomes node `i`.
 pub fn graph(sketches: &Sketches, params: HnswParams) -> Result<Graph> {
+    build_with(sketches, params, SEQUENTIAL)
+}
+
+/// [`graph`], with the first `sequential` nodes inserted by one thread.
+fn build_with(sketches: &Sketches, params: HnswParams, sequential: usize) -> Result<Graph> {
     params.check().map_err(anyhow::Error::msg)?;
     let n = sketches.len();
     if n == 0 {
@@ -59,16 +64,16 @@ pub fn graph(sketches: &Sketches, params: HnswParams) -> Result<Graph> {
     let builder = Builder::new(&rows, sketches, params)?;
     // The first nodes go in one at a time: while the graph is small, two nodes inserted at
     // once each miss the other in a way a large graph does not notice. A graph of up to
-    // `SEQUENTIAL` nodes is therefore built by one thread, and the same in every build.
+    // `sequential` nodes is therefore built by one thread, and the same in every build.
     let mut scratch = Scratch::new(n);
-    for q in 0..n.min(SEQUENTIAL) {
+    for q in 0..n.min(sequential) {
         builder.insert(q as u32, &mut scratch);
     }
     drop(scratch);
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let next = AtomicUsize::new(SEQUENTIAL);
+    let next = AtomicUsize::new(sequential);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(n.saturating_sub(SEQUENTIAL)))
+        let workers: Vec<_> = (0..threads.min(n.saturating_sub(sequential)))
             .map(|_| {
                 scope.spawn(|| {
                     let mut scratch = Scratch::new(n);
@@ -88,8 +93,8 @@ pub fn graph(sketches: &Sketches, params: HnswParams) -> Result<Graph> {
             }
         }
     });
-    builder.repair();
-    builder.into_graph()
+    let extra = builder.repair();
+    builder.into_graph(&extra)
 }
 
 /// The graph under construction: every list preallocated, each node's lists behind its lock.
@@ -149,7 +154,7 @@ impl Scratch {
     }
 }
 
-/// Node `id`'s top layer: geometric with ratio `1/m`, from a hash of the id.
+/// Node `id`'s top layer: geometric with ratio `1/m` (`1/2` for `m` 1), from a hash of the id.
 fn level(id: u32, m: usize) -> u8 {
     // splitmix64 of the id: the same levels in every build.
     let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -276,44 +281,25 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        // All of `q`'s own lists are written before any node links back to it, so no other
+        // insert can reach `q` while it is still searching.
         let mut entries = vec![(best, at)];
+        let mut own = Vec::new();
         for layer in (0..=level.min(top)).rev() {
             let found = self.search(q, &entries, layer, scratch);
             let chosen = self.select(&found, self.m);
-            self.set_own(q, layer, &chosen);
-            for &(s, v) in &chosen {
-                self.link_back(v, q, s, layer, scratch);
+            {
+                let _guard = self.lock(q);
+                self.write(q, layer, chosen.iter().map(|&(_, v)| v));
             }
+            own.push((layer, chosen));
             entries = found;
         }
-    }
-
-    /// Writes `q`'s own links on `layer`. Another thread may already have linked back to `q`
-    /// there (it reached `q` through a layer above, where `q` is linked already); those links
-    /// are kept beside `chosen`, cut down with the heuristic if they overflow, so no node loses
-    /// its way in to the race.
-    fn set_own(&self, q: u32, layer: u8, chosen: &[Cand]) {
-        let at = self.at(q, layer);
-        let _guard = self.lock(q);
-        let count = self.slots[at].load(Ordering::Relaxed) as usize;
-        if count == 0 {
-            self.write(q, layer, chosen.iter().map(|&(_, v)| v));
-            return;
-        }
-        let mut cands = chosen.to_vec();
-        for slot in &self.slots[at + 1..at + 1 + count] {
-            let v = slot.load(Ordering::Relaxed);
-            if !cands.iter().any(|&(_, c)| c == v) {
-                cands.push((self.sim(q, v), v));
+        for (layer, chosen) in own {
+            for (s, v) in chosen {
+                self.link_back(v, q, s, layer, scratch);
             }
         }
-        let kept = if cands.len() > self.cap(layer) {
-            cands.sort_unstable_by(|a, b| b.cmp(a));
-            self.select(&cands, self.cap(layer))
-        } else {
-            cands
-        };
-        self.write(q, layer, kept.iter().map(|&(_, v)| v));
     }
 
     /// Adds `q` (similarity `s`) to `v`'s list on `layer`, cutting an overflowing list down with
@@ -323,6 +309,12 @@ impl<'a> Builder<'a> {
         let at = self.at(v, layer);
         let _guard = self.lock(v);
         let count = self.slots[at].load(Ordering::Relaxed) as usize;
+        if self.slots[at + 1..at + 1 + count]
+            .iter()
+            .any(|x| x.load(Ordering::Relaxed) == q)
+        {
+            return;
+        }
         if count < cap {
             self.slots[at + 1 + count].store(q, Ordering::Relaxed);
             self.slots[at].store(count as u32 + 1, Ordering::Relaxed);
@@ -359,6 +351,7 @@ impl<'a> Builder<'a> {
     /// The beam search on `layer` from `entries`: up to `ef` nodes, best first.
     fn search(&self, q: u32, entries: &[Cand], layer: u8, scratch: &mut Scratch) -> Vec<Cand> {
         scratch.reset();
+        scratch.see(q);
         let mut frontier: BinaryHeap<Cand> = BinaryHeap::new();
         let mut kept: BinaryHeap<Reverse<Cand>> = BinaryHeap::new();
         for &(s, v) in entries {
@@ -404,61 +397,44 @@ impl<'a> Builder<'a> {
         found
     }
 
-    /// Links every node that a walk on layer 0 from the entry cannot reach.
+    /// Links every node that a walk on layer 0 from the search's entry point cannot reach.
     ///
     /// Cutting an overflowing list down drops links, and a node whose last incoming link went
-    /// that way can no longer be found (in the tests, dozens of 3,000 three-dimensional vectors
-    /// linked with M 3; none of the training data's turns). Each such node gets a link from the nearest of its own neighbours that is
-    /// reachable, in place of that neighbour's least similar link to a node with another way
-    /// in, or from the entry point if none of its neighbours is reachable; then the walk is
-    /// redone, until every node is reached.
-    fn repair(&self) {
+    /// that way can no longer be found (in the tests: three-dimensional vectors linked with M 3).
+    /// Each such node, in id order, gets a link from the most similar of its own neighbours that
+    /// is reachable, or from the entry point if none is; the walk then goes on from it. A link is
+    /// added, never swapped for another, so each one makes at least one more node reachable and
+    /// one pass is enough. The links are returned, to be appended to layer-0 lists (which may
+    /// then hold more than their capacity).
+    fn repair(&self) -> HashMap<u32, Vec<u32>> {
+        let mut extra: HashMap<u32, Vec<u32>> = HashMap::new();
         let n = self.levels.len();
-        let Some((entry, _)) = *self.entry.lock().unwrap_or_else(|p| p.into_inner()) else {
-            return;
+        // The entry point the search uses: the first node on the highest layer.
+        let top = self.levels.iter().copied().max().unwrap_or(0);
+        let Some(entry) = self.levels.iter().position(|&l| l == top) else {
+            return extra;
         };
-        let mut list = Vec::new();
-        let mut indegree = vec![0u32; n];
+        let (mut reached, mut list) = (vec![false; n], Vec::new());
+        self.walk(entry as u32, &mut reached, &extra, &mut list);
         for v in 0..n as u32 {
+            if reached[v as usize] {
+                continue;
+            }
             self.read(v, 0, &mut list);
-            for &u in &list {
-                indegree[u as usize] += 1;
-            }
+            let from = list
+                .iter()
+                .filter(|&&u| reached[u as usize])
+                .max_by_key(|&&u| self.sim(v, u))
+                .copied()
+                .unwrap_or(entry as u32);
+            extra.entry(from).or_default().push(v);
+            self.walk(v, &mut reached, &extra, &mut list);
         }
-        // Each pass links at least one unreached node or gives up (an entry point whose every
-        // link is some node's only way in), so n passes are enough; in practice one is.
-        for _ in 0..n {
-            let mut reached = vec![false; n];
-            self.walk(entry, &mut reached, &mut list);
-            let Some(first) = reached.iter().position(|r| !r) else {
-                return;
-            };
-            let mut linked = false;
-            for v in first as u32..n as u32 {
-                if reached[v as usize] {
-                    continue;
-                }
-                self.read(v, 0, &mut list);
-                let mut from: Vec<Cand> = list
-                    .iter()
-                    .filter(|&&u| reached[u as usize])
-                    .map(|&u| (self.sim(v, u), u))
-                    .collect();
-                from.sort_unstable_by(|a, b| b.cmp(a));
-                from.push((i32::MIN, entry));
-                if from.iter().any(|&(_, u)| self.link_in(u, v, &mut indegree)) {
-                    self.walk(v, &mut reached, &mut list);
-                    linked = true;
-                }
-            }
-            if !linked {
-                return;
-            }
-        }
+        extra
     }
 
-    /// Marks every node reachable on layer 0 from `start`.
-    fn walk(&self, start: u32, reached: &mut [bool], list: &mut Vec<u32>) {
+    /// Marks every node reachable on layer 0 from `start`, the repair's links included.
+    fn walk(&self, start: u32, reached: &mut [bool], extra: &HashMap<u32, Vec<u32>>, list: &mut Vec<u32>) {
         let mut stack = vec![start];
         while let Some(v) = stack.pop() {
             if std::mem::replace(&mut reached[v as usize], true) {
@@ -466,41 +442,14 @@ impl<'a> Builder<'a> {
             }
             self.read(v, 0, list);
             stack.extend(list.iter().filter(|&&u| !reached[u as usize]));
+            if let Some(more) = extra.get(&v) {
+                stack.extend(more.iter().filter(|&&u| !reached[u as usize]));
+            }
         }
-    }
-
-    /// Adds the layer-0 link `u -> v`, in place of `u`'s least similar link to a node with
-    /// another incoming link if the list is full; whether it could.
-    fn link_in(&self, u: u32, v: u32, indegree: &mut [u32]) -> bool {
-        let at = self.at(u, 0);
-        let count = self.slots[at].load(Ordering::Relaxed) as usize;
-        let slots = &self.slots[at + 1..at + 1 + count];
-        let ids: Vec<u32> = slots.iter().map(|s| s.load(Ordering::Relaxed)).collect();
-        if ids.contains(&v) || u == v {
-            return false;
-        }
-        let slot = if count < self.cap(0) {
-            self.slots[at].store(count as u32 + 1, Ordering::Relaxed);
-            &self.slots[at + 1 + count]
-        } else {
-            let Some((i, _)) = ids
-                .iter()
-                .enumerate()
-                .filter(|&(_, &w)| indegree[w as usize] > 1)
-                .min_by_key(|&(_, &w)| self.sim(u, w))
-            else {
-                return false;
-            };
-            indegree[ids[i] as usize] -= 1;
-            &slots[i]
-        };
-        slot.store(v, Ordering::Relaxed);
-        indegree[v as usize] += 1;
-        true
     }
 
     /// The finished lists as a [`Graph`]: layer-0 lists in id order, then each upper node's.
-    fn into_graph(self) -> Result<Graph> {
+    fn into_graph(self, extra: &HashMap<u32, Vec<u32>>) -> Result<Graph> {
         let n = self.levels.len();
         let mut offsets = Vec::with_capacity(n + n / self.m.max(1) + 2);
         let mut links: Vec<u32> = Vec::new();
@@ -510,6 +459,9 @@ impl<'a> Builder<'a> {
         let mut push = |v: u32, layer: u8, offsets: &mut Vec<u32>| -> Result<()> {
             self.read(v, layer, &mut list);
             links.extend_from_slice(&list);
+            if layer == 0 {
+                links.extend_from_slice(extra.get(&v).map_or(&[][..], |e| &e[..]));
+            }
             let end = u32::try_from(links.len()).map_err(|_| {
                 anyhow::anyhow!("the graph has more than {} links; lower `index.m`", u32::MAX)
             })?;
@@ -563,28 +515,34 @@ mod tests {
             ef_construction: 32,
             ef_search: 32,
         };
-        let g = graph(&sketches, params).unwrap();
-        let lists = g.offsets.len() - 1;
-        assert_eq!(lists, 3000 + g.levels.iter().map(|&l| l as usize).sum::<usize>());
-        for v in 0..3000u32 {
-            for layer in 0..=g.levels[v as usize] {
-                let list = g.neighbours(v, layer);
-                let cap = if layer == 0 { 8 } else { 4 };
-                let alone = g.levels.iter().filter(|&&l| l >= layer).count() == 1;
-                assert!(
-                    alone || !list.is_empty(),
-                    "node {v} has no links on layer {layer}"
-                );
-                assert!(list.len() <= cap, "node {v} layer {layer}: {list:?}");
-                assert!(!list.contains(&v), "node {v} links to itself");
-                let mut sorted = list.to_vec();
-                sorted.sort_unstable();
-                sorted.dedup();
-                assert_eq!(sorted.len(), list.len(), "node {v} layer {layer} repeats a link");
-                assert!(
-                    list.iter().all(|&u| g.levels[u as usize] >= layer),
-                    "a link to a node without that layer"
-                );
+        // One thread from the first insert, and two or more (the repair may add a layer-0
+        // link past the capacity there, so that capacity is only checked on one thread).
+        for sequential in [SEQUENTIAL, 0] {
+            let g = build_with(&sketches, params, sequential).unwrap();
+            let lists = g.offsets.len() - 1;
+            assert_eq!(lists, 3000 + g.levels.iter().map(|&l| l as usize).sum::<usize>());
+            for v in 0..3000u32 {
+                for layer in 0..=g.levels[v as usize] {
+                    let list = g.neighbours(v, layer);
+                    let cap = if layer == 0 { 8 } else { 4 };
+                    let alone = g.levels.iter().filter(|&&l| l >= layer).count() == 1;
+                    assert!(
+                        alone || !list.is_empty(),
+                        "node {v} has no links on layer {layer}"
+                    );
+                    if layer > 0 || sequential > 0 {
+                        assert!(list.len() <= cap, "node {v} layer {layer}: {list:?}");
+                    }
+                    assert!(!list.contains(&v), "node {v} links to itself");
+                    let mut sorted = list.to_vec();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    assert_eq!(sorted.len(), list.len(), "node {v} layer {layer} repeats a link");
+                    assert!(
+                        list.iter().all(|&u| g.levels[u as usize] >= layer),
+                        "a link to a node without that layer"
+                    );
+                }
             }
         }
     }
@@ -624,9 +582,9 @@ mod tests {
             ef_construction: 16,
             ef_search: 16,
         };
-        for seed in 0..5u64 {
+        for (seed, sequential) in (0..5u64).zip([SEQUENTIAL, 0, SEQUENTIAL, 0, SEQUENTIAL]) {
             let sketches = Sketches::quantize(&Vectors::from_rows(&spread(3000, 3, 12345 + seed))).unwrap();
-            let g = graph(&sketches, params).unwrap();
+            let g = build_with(&sketches, params, sequential).unwrap();
             let n = g.len();
             let (mut reached, mut stack) = (vec![false; n], vec![g.entry().unwrap().0]);
             while let Some(v) = stack.pop() {
