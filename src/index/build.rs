@@ -61,7 +61,7 @@ fn build_with(sketches: &Sketches, params: HnswParams, sequential: usize) -> Res
                 .ok_or_else(|| anyhow::anyhow!("sketch {i} is missing"))
         })
         .collect::<Result<Vec<&[i8]>>>()?;
-    let builder = Builder::new(&rows, sketches, params)?;
+    let builder = Builder::new(&rows, sketches, params);
     // The first nodes go in one at a time: while the graph is small, two nodes inserted at
     // once each miss the other in a way a large graph does not notice. A graph of up to
     // `sequential` nodes is therefore built by one thread, and the same in every build.
@@ -167,7 +167,7 @@ fn level(id: u32, m: usize) -> u8 {
 }
 
 impl<'a> Builder<'a> {
-    fn new(rows: &'a [&'a [i8]], sketches: &'a Sketches, params: HnswParams) -> Result<Self> {
+    fn new(rows: &'a [&'a [i8]], sketches: &'a Sketches, params: HnswParams) -> Self {
         let (m, n) = (params.m, rows.len());
         let levels: Vec<u8> = (0..n as u32).map(|id| level(id, m)).collect();
         let mut start = Vec::with_capacity(n);
@@ -178,7 +178,7 @@ impl<'a> Builder<'a> {
         }
         let slots = std::iter::repeat_with(|| AtomicU32::new(0)).take(total).collect();
         let locks = std::iter::repeat_with(|| Mutex::new(())).take(n).collect();
-        Ok(Builder {
+        Builder {
             rows,
             sketches,
             m,
@@ -188,7 +188,7 @@ impl<'a> Builder<'a> {
             slots,
             locks,
             entry: Mutex::new(None),
-        })
+        }
     }
 
     fn sim(&self, a: u32, b: u32) -> i32 {
@@ -224,9 +224,13 @@ impl<'a> Builder<'a> {
 
     /// Copies list (`v`, `layer`) into `out`.
     fn read(&self, v: u32, layer: u8, out: &mut Vec<u32>) {
-        out.clear();
-        let at = self.at(v, layer);
         let _guard = self.lock(v);
+        self.copy(self.at(v, layer), out);
+    }
+
+    /// Copies the list starting at `at` into `out`; the caller holds its node's lock.
+    fn copy(&self, at: usize, out: &mut Vec<u32>) {
+        out.clear();
         let count = self.slots[at].load(Ordering::Relaxed) as usize;
         out.extend(
             self.slots[at + 1..at + 1 + count]
@@ -308,11 +312,9 @@ impl<'a> Builder<'a> {
         let cap = self.cap(layer);
         let at = self.at(v, layer);
         let _guard = self.lock(v);
-        let count = self.slots[at].load(Ordering::Relaxed) as usize;
-        if self.slots[at + 1..at + 1 + count]
-            .iter()
-            .any(|x| x.load(Ordering::Relaxed) == q)
-        {
+        self.copy(at, &mut scratch.list);
+        let count = scratch.list.len();
+        if scratch.list.contains(&q) {
             return;
         }
         if count < cap {
@@ -320,12 +322,6 @@ impl<'a> Builder<'a> {
             self.slots[at].store(count as u32 + 1, Ordering::Relaxed);
             return;
         }
-        scratch.list.clear();
-        scratch.list.extend(
-            self.slots[at + 1..at + 1 + count]
-                .iter()
-                .map(|x| x.load(Ordering::Relaxed)),
-        );
         let mut cands: Vec<Cand> = scratch.list.iter().map(|&u| (self.sim(v, u), u)).collect();
         cands.push((s, q));
         cands.sort_unstable_by(|a, b| b.cmp(a));
@@ -565,7 +561,7 @@ mod tests {
             ef_construction: 8,
             ef_search: 8,
         };
-        let b = Builder::new(&all, &sketches, params).unwrap();
+        let b = Builder::new(&all, &sketches, params);
         let mut cands: Vec<Cand> = (1..rows.len() as u32).map(|v| (b.sim(0, v), v)).collect();
         cands.sort_unstable_by(|a, b| b.cmp(a));
         assert_eq!(cands.last().unwrap().1, 6, "6 is the farthest of the candidates");
